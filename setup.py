@@ -1,0 +1,45 @@
+"""Build the Cython extensions of viz/_fast; all other metadata lives in pyproject.toml.
+
+Every ``viz/_fast/_*_c.pyx`` becomes ``viz._fast._*_c``. ``VIZ_DEBUG=1`` builds with line
+tracing and internal asserts; ``VIZ_NO_EXTENSIONS=1`` at build time skips compilation (the
+pure-Python twins are then used at run time).
+"""
+
+import os
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+
+
+def _extensions():
+    if os.environ.get("VIZ_NO_EXTENSIONS") == "1":
+        return []
+    from Cython.Build import cythonize
+    from setuptools import Extension
+
+    debug = os.environ.get("VIZ_DEBUG") == "1"
+    macros = [("CYTHON_TRACE", "1")] if debug else []
+    exts = [
+        Extension(
+            "viz._fast." + pyx.stem,
+            [str(pyx.relative_to(HERE))],
+            define_macros=macros,
+            extra_compile_args=["-O2"],
+        )
+        for pyx in sorted((HERE / "viz" / "_fast").glob("_*_c.pyx"))
+    ]
+    return cythonize(
+        exts,
+        language_level=3,
+        compiler_directives={
+            "boundscheck": debug,
+            "wraparound": debug,
+            "linetrace": debug,
+            "embedsignature": True,
+        },
+    )
+
+
+setup(ext_modules=_extensions())
