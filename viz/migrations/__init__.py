@@ -1,0 +1,1 @@
+"""Schema migrations: PostgreSQL (versioned SQL), ClickHouse (versioned SQL), Kafka topics."""

@@ -1,0 +1,210 @@
+"""``viz up``: the whole platform on one machine, on embedded engines, stopped in order.
+
+Start order: engines (PostgreSQL, Redis, broker) → migrations → services. Stop order is the
+reverse, and every service finishes what it acknowledged before the engines go away: the broker
+keeps topics in memory, so it is the last thing a clean stop may end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from viz.common.settings import Env, KafkaSettings
+from viz.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, chdb_dsn
+from viz.embedded.process import ServerProcess, port_open, wait_until
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UpSettings:
+    data_dir: Path
+    host: str
+    pg_port: int
+    redis_port: int
+    kafka_port: int
+    config_port: int
+    start_timeout_s: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, data_dir: str) -> UpSettings:
+        env = Env(environ)
+        settings = cls(
+            data_dir=Path(data_dir).resolve(),
+            host=env.str("VIZ_UP_HOST", "127.0.0.1"),
+            pg_port=env.int("VIZ_UP_PG_PORT", 54320, min=1, max=65535),
+            redis_port=env.int("VIZ_UP_REDIS_PORT", 63790, min=1, max=65535),
+            kafka_port=env.int("VIZ_UP_KAFKA_PORT", 19092, min=1, max=65535),
+            config_port=env.int("VIZ_CONFIG_PORT", 3002, min=1, max=65535),
+            start_timeout_s=env.float("VIZ_UP_START_TIMEOUT_S", 90.0, min=1.0),
+        )
+        env.done()
+        return settings
+
+
+def load_or_create_secrets(path: Path) -> dict[str, str]:
+    """The admin and service tokens of this installation, generated once and kept 0600."""
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                values[key.strip()] = value.strip()
+    changed = False
+    for key in ("VIZ_ADMIN_TOKEN", "VIZ_SERVICE_TOKEN"):
+        if not values.get(key):
+            values[key] = secrets.token_urlsafe(32)
+            changed = True
+    if changed:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f"{k}={v}\n" for k, v in values.items()))
+    os.chmod(path, 0o600)
+    return values
+
+
+class Platform:
+    """Owns every engine and service process of one ``viz up``."""
+
+    def __init__(self, settings: UpSettings, *, out: IO[str] = sys.stdout) -> None:
+        self.settings = settings
+        self.out = out
+        data = settings.data_dir
+        self.pg = EmbeddedPostgres(data / "postgres", port=settings.pg_port, host=settings.host)
+        self.redis = EmbeddedRedis(data / "redis", port=settings.redis_port, host=settings.host)
+        self.kafka = EmbeddedKafka(data / "kafka", port=settings.kafka_port, host=settings.host)
+        self.services: list[ServerProcess] = []
+        self._stop = threading.Event()
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    def _service_env(self, secret_values: Mapping[str, str]) -> dict[str, str]:
+        s = self.settings
+        return {
+            "VIZ_PG_DSN": self.pg.dsn,
+            "VIZ_REDIS_URL": self.redis.url,
+            "VIZ_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "VIZ_CLICKHOUSE_DSN": chdb_dsn(str(s.data_dir / "clickhouse")),
+            "VIZ_CONFIG_HOST": s.host,
+            "VIZ_CONFIG_PORT": str(s.config_port),
+            "VIZ_CONFIG_URL": f"http://{s.host}:{s.config_port}",
+            **secret_values,
+        }
+
+    def _check_ports_free(self) -> None:
+        s = self.settings
+        busy = [f"{name} port {port}" for name, port in
+                (("postgres", s.pg_port), ("redis", s.redis_port), ("kafka", s.kafka_port),
+                 ("viz-config", s.config_port)) if port_open(s.host, port)]
+        if busy:
+            raise RuntimeError("already in use: " + ", ".join(busy)
+                               + " (another `viz up`? set VIZ_UP_*_PORT / VIZ_*_PORT)")
+
+    def _start_service(self, name: str, env: dict[str, str], port: int) -> None:
+        proc = ServerProcess(
+            f"viz-{name}", [sys.executable, "-m", "viz", "serve", name],
+            log_path=self.settings.data_dir / "logs" / f"{name}.log",
+            stop_signal=signal.SIGTERM, env={**os.environ, **env},
+        )
+        proc.start()
+        self.services.append(proc)
+        url = f"http://{self.settings.host}:{port}/healthz"
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback
+                    return bool(resp.status == 200)
+            except OSError:
+                return False
+
+        try:
+            wait_until(healthy, timeout_s=self.settings.start_timeout_s, what=f"viz-{name}",
+                       interval_s=0.1, alive=proc.running)
+        except (TimeoutError, RuntimeError):
+            self._say(f"viz-{name} failed to start; last log lines:\n{proc.tail_log()}")
+            raise
+
+    def start(self) -> None:
+        import asyncio
+
+        from viz.migrations.kafka import ensure_topics
+        from viz.migrations.postgres import migrate_postgres
+
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        (s.data_dir / "run").mkdir(exist_ok=True)
+        self._check_ports_free()
+        secret_values = load_or_create_secrets(s.data_dir / "secrets.env")
+
+        self._say(f"viz up: data in {s.data_dir}")
+        self.pg.start()
+        self._say(f"  postgres    {self.pg.dsn}")
+        self.redis.start()
+        self._say(f"  redis       {self.redis.url}")
+        self.kafka.start()
+        self._say(f"  kafka       {self.kafka.bootstrap} (in memory: drained before it stops)")
+
+        applied = asyncio.run(migrate_postgres(self.pg.dsn))
+        env = self._service_env(secret_values)
+        topics = ensure_topics(KafkaSettings.read(Env(env)))
+        self._say(f"  migrations  {len(applied)} applied, {len(topics)} topic(s) created")
+
+        public_env = {k: v for k, v in env.items() if "TOKEN" not in k}
+        (s.data_dir / "run" / "services.env").write_text(
+            "".join(f"{k}={v}\n" for k, v in public_env.items()))
+
+        self._start_service("config", env, s.config_port)
+        self._say(f"  viz-config  http://{s.host}:{s.config_port}  (admin API: /admin, "
+                  f"bearer token in {s.data_dir / 'secrets.env'})")
+        self._say(f"  logs        {s.data_dir / 'logs'}")
+        self._say("viz up: ready. Ctrl-C stops everything (data stays for the next start).")
+
+    def stop(self) -> None:
+        """Services first (they flush what they acknowledged), then the engines."""
+        for proc in reversed(self.services):
+            proc.stop(timeout_s=60)
+        self.services.clear()
+        self.kafka.stop()
+        self.redis.stop()
+        self.pg.stop()
+
+    def run(self) -> int:
+        lock_path = self.settings.data_dir / "run" / "up.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._say(f"viz up: another `viz up` is using {self.settings.data_dir}")
+                return 1
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: self._stop.set())
+            code = 0
+            try:
+                self.start()
+                while not self._stop.wait(0.5):
+                    dead = [p.name for p in self.services if not p.running()]
+                    if dead:
+                        self._say(f"viz up: {', '.join(dead)} exited; stopping everything")
+                        code = 1
+                        break
+            except Exception as exc:
+                self._say(f"viz up: {exc}")
+                code = 1
+            finally:
+                self._say("viz up: stopping services, then engines…")
+                self.stop()
+                self._say("viz up: stopped.")
+            return code
