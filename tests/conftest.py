@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -92,6 +93,25 @@ def clickhouse_dsn(tmp_path_factory: pytest.TempPathFactory) -> str:
     if external:
         return external
     return chdb_dsn(str(tmp_path_factory.mktemp("chdb") / "engine"))
+
+
+@pytest.fixture(scope="session")
+def clickhouse_client(clickhouse_dsn: str) -> Any:
+    """One clickhouse-connect client for the session (chDB allows one engine per process)."""
+    import clickhouse_connect
+
+    return clickhouse_connect.get_client(dsn=clickhouse_dsn)
+
+
+@pytest.fixture
+def ch_database(clickhouse_client: Any) -> Iterator[str]:
+    """The name of a new ClickHouse database for one test (dropped afterwards)."""
+    name = "t_" + uuid.uuid4().hex[:16]
+    clickhouse_client.command(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        clickhouse_client.command(f"DROP DATABASE IF EXISTS {name}")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from viz.common.errors import SettingsError
-from viz.common.settings import Env, KafkaSettings
+from viz.common.settings import ClickHouseSettings, Env, KafkaSettings
 
 SERVICES = ("config", "collect", "consumer", "cmp", "analytics", "recs")
 DEFAULT_DATA_DIR = ".viz"
@@ -47,6 +47,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     env = Env(environ)
     pg_dsn = env.url("VIZ_PG_DSN", schemes=("postgresql", "postgres"))
     kafka = KafkaSettings.read(env) if environ.get("VIZ_KAFKA_BOOTSTRAP") else None
+    clickhouse = ClickHouseSettings.read(env) if environ.get("VIZ_CLICKHOUSE_DSN") else None
+    retention_days = env.int("VIZ_CLICKHOUSE_RETENTION_DAYS", 400, min=1, max=36500)
     env.done()
     applied = asyncio.run(migrate_postgres(pg_dsn))
     print(f"postgres: {len(applied)} migration(s) applied" + (f": {', '.join(applied)}" if applied else ""))
@@ -57,6 +59,16 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         print(f"kafka: {len(created)} topic(s) created" + (f": {', '.join(created)}" if created else ""))
     else:
         print("kafka: VIZ_KAFKA_BOOTSTRAP not set, topics skipped")
+    if clickhouse is not None:
+        import clickhouse_connect
+
+        from viz.migrations.clickhouse import migrate_clickhouse
+
+        client = clickhouse_connect.get_client(dsn=clickhouse.dsn)
+        done = migrate_clickhouse(client, clickhouse.database, retention_days=retention_days)
+        print(f"clickhouse: {len(done)} migration(s) applied" + (f": {', '.join(done)}" if done else ""))
+    else:
+        print("clickhouse: VIZ_CLICKHOUSE_DSN not set, skipped")
     return 0
 
 
