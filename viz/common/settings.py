@@ -7,6 +7,7 @@ Nothing here reads ``os.environ`` by itself: callers pass the mapping in.
 
 from __future__ import annotations
 
+import builtins
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,11 +47,11 @@ class Env:
     them, so an operator fixes a bad deployment in one round instead of one variable at a time.
     """
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
+    def __init__(self, environ: Mapping[builtins.str, str]) -> None:
         self._environ = environ
-        self.problems: list[str] = []
+        self.problems: list[builtins.str] = []
 
-    def _raw(self, name: str, default: Any) -> Any:
+    def _raw(self, name: builtins.str, default: Any) -> Any:
         value = self._environ.get(name)
         if value is None or value == "":
             if default is _REQUIRED:
@@ -58,7 +59,7 @@ class Env:
             return default
         return value
 
-    def str(self, name: str, default: Any = _REQUIRED, *, choices: tuple[str, ...] = ()) -> str:
+    def str(self, name: builtins.str, default: Any = _REQUIRED, *, choices: tuple[builtins.str, ...] = ()) -> builtins.str:
         value = self._raw(name, default)
         if value is _REQUIRED:
             return ""
@@ -66,8 +67,8 @@ class Env:
             self.problems.append(f"{name}={value!r} must be one of {', '.join(choices)}")
         return value  # type: ignore[no-any-return]
 
-    def int(self, name: str, default: Any = _REQUIRED, *, min: int | None = None,
-            max: int | None = None) -> int:
+    def int(self, name: builtins.str, default: Any = _REQUIRED, *, min: builtins.int | None = None,
+            max: builtins.int | None = None) -> builtins.int:
         value = self._raw(name, default)
         if value is _REQUIRED:
             return 0
@@ -79,8 +80,8 @@ class Env:
         self._check_range(name, number, min, max)
         return number
 
-    def float(self, name: str, default: Any = _REQUIRED, *, min: float | None = None,
-              max: float | None = None) -> float:
+    def float(self, name: builtins.str, default: Any = _REQUIRED, *, min: builtins.float | None = None,
+              max: builtins.float | None = None) -> builtins.float:
         value = self._raw(name, default)
         if value is _REQUIRED:
             return 0.0
@@ -92,7 +93,7 @@ class Env:
         self._check_range(name, number, min, max)
         return number
 
-    def bool(self, name: str, default: Any = _REQUIRED) -> bool:
+    def bool(self, name: builtins.str, default: Any = _REQUIRED) -> builtins.bool:
         value = self._raw(name, default)
         if value is _REQUIRED:
             return False
@@ -106,7 +107,7 @@ class Env:
         self.problems.append(f"{name}={value!r} is not a boolean (use 1/0, true/false)")
         return False
 
-    def secret(self, name: str, default: Any = _REQUIRED, *, min_length: int = 16) -> Secret:
+    def secret(self, name: builtins.str, default: Any = _REQUIRED, *, min_length: builtins.int = 16) -> Secret:
         value = self._raw(name, default)
         if value is _REQUIRED:
             return Secret("")
@@ -115,7 +116,7 @@ class Env:
             self.problems.append(f"{name} must be at least {min_length} characters long")
         return Secret(value)
 
-    def url(self, name: str, default: Any = _REQUIRED, *, schemes: tuple[str, ...]) -> str:
+    def url(self, name: builtins.str, default: Any = _REQUIRED, *, schemes: tuple[builtins.str, ...]) -> builtins.str:
         value = self._raw(name, default)
         if value is _REQUIRED:
             return ""
@@ -126,7 +127,7 @@ class Env:
             )
         return value  # type: ignore[no-any-return]
 
-    def _check_range(self, name: str, number: float, lo: float | None, hi: float | None) -> None:
+    def _check_range(self, name: builtins.str, number: builtins.float, lo: builtins.float | None, hi: builtins.float | None) -> None:
         if lo is not None and number < lo:
             self.problems.append(f"{name}={number} must be >= {lo}")
         if hi is not None and number > hi:
