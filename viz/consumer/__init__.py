@@ -1,0 +1,1 @@
+"""viz-consumer: Kafka ``viz.traffic.raw`` → enrichment → ClickHouse, exactly-once in effect."""
