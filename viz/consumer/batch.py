@@ -1,0 +1,64 @@
+"""One partition's batch: the offset range it covers and the rows it will insert.
+
+A batch is flushed when it holds ``max_events`` rows, when it is ``flush_interval_s`` old, or,
+when it replays a range recorded before a crash, exactly when it reaches that range's end, so
+the replay rebuilds the identical batch (same offsets, same deduplication token).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Batch:
+    topic: str
+    partition: int
+    started_at: float  # monotonic seconds
+    first_offset: int = -1
+    last_offset: int = -1
+    rows: list[list[Any]] = field(default_factory=list)
+    replay_until: int | None = None  # last offset of a recorded range being rebuilt
+
+    def add_offset(self, offset: int) -> None:
+        """Every consumed offset belongs to the range, whether it yields a row or not."""
+        if self.first_offset < 0:
+            self.first_offset = offset
+        self.last_offset = offset
+
+    @property
+    def empty(self) -> bool:
+        return self.first_offset < 0
+
+    @property
+    def token(self) -> str:
+        """The insert deduplication token: a function of the offset range only."""
+        return f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}"
+
+    def ready(self, now: float, max_events: int, flush_interval_s: float) -> bool:
+        if self.empty:
+            return False
+        if self.replay_until is not None:
+            return self.last_offset >= self.replay_until
+        return len(self.rows) >= max_events or now - self.started_at >= flush_interval_s
+
+
+class SeenIds:
+    """The most recent event ids of one partition, to drop tracker retries (bounded, FIFO)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def seen(self, event_id: str) -> bool:
+        """True when ``event_id`` was already seen; otherwise remember it and return False."""
+        if self.capacity == 0:
+            return False
+        if event_id in self._ids:
+            return True
+        self._ids[event_id] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return False

@@ -1,0 +1,87 @@
+"""Writes batches into ClickHouse and keeps the per-partition record of the range in flight.
+
+The record is written *before* the rows: after a crash the next owner of the partition reads
+it and rebuilds exactly that offset range, so the retried insert carries the same
+``insert_deduplication_token`` and ClickHouse drops it if the first attempt had landed (the
+design of ClickHouse's own Kafka Connect sink). All calls block: the consumer loop is a thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+from viz.common.errors import UnavailableError
+from viz.consumer.batch import Batch
+
+COLUMNS = (
+    "event_id", "site_id", "tenant_id", "ts", "client_ts", "event_type", "path", "title",
+    "event_name", "bid", "consent_tier", "referrer", "referrer_host", "medium", "source",
+    "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "browser",
+    "browser_version", "os", "device", "is_bot", "active_ms", "exit_href", "kafka_partition",
+    "kafka_offset",
+)
+
+# Replayed blocks must also be dropped by the views fed from `traffic`, or they double.
+_INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+
+
+class WriteError(UnavailableError):
+    """ClickHouse refused or could not be reached; the batch is kept and retried."""
+
+
+class ClickHouseWriter:
+    """``lock`` serialises calls when several threads share one chDB client (embedded mode)."""
+
+    def __init__(self, client: Any, database: str, *, lock: threading.Lock | None = None) -> None:
+        self.client = client
+        self.database = database
+        self._lock = lock or nullcontext()
+
+    def ensure_state_table(self) -> None:
+        with self._lock:
+            self.client.command(
+                f"CREATE TABLE IF NOT EXISTS {self.database}.consumer_ranges "
+                "(topic String, partition UInt32, first_offset Int64, last_offset Int64, "
+                "recorded_ns UInt64) ENGINE = ReplacingMergeTree(recorded_ns) "
+                "ORDER BY (topic, partition)"
+            )
+
+    def recorded_range(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """The last range recorded for a partition, or None when it never had one."""
+        try:
+            with self._lock:
+                rows = self.client.query(
+                    f"SELECT first_offset, last_offset FROM {self.database}.consumer_ranges FINAL "
+                    "WHERE topic = {t:String} AND partition = {p:UInt32}",
+                    parameters={"t": topic, "p": partition},
+                ).result_rows
+        except Exception as exc:
+            raise WriteError(f"reading consumer ranges failed: {type(exc).__name__}") from exc
+        return (int(rows[0][0]), int(rows[0][1])) if rows else None
+
+    def write(self, batch: Batch, recorded_ns: int,
+              before_insert: Callable[[], None] = lambda: None) -> None:
+        """Record the batch's range, then insert its rows with the range's dedup token."""
+        try:
+            with self._lock:
+                self.client.insert(
+                    f"{self.database}.consumer_ranges",
+                    [[batch.topic, batch.partition, batch.first_offset, batch.last_offset,
+                      recorded_ns]],
+                    column_names=["topic", "partition", "first_offset", "last_offset",
+                                  "recorded_ns"],
+                    settings={"insert_deduplicate": 0},
+                )
+                before_insert()
+                if batch.rows:
+                    self.client.insert(
+                        f"{self.database}.traffic", list(zip(*batch.rows, strict=True)),
+                        column_names=COLUMNS, column_oriented=True,
+                        settings={**_INSERT_SETTINGS, "insert_deduplication_token": batch.token},
+                    )
+        except Exception as exc:
+            raise WriteError(f"insert into ClickHouse failed: {type(exc).__name__}: "
+                             f"{str(exc)[:200]}") from exc
