@@ -14,7 +14,9 @@ from pathlib import Path
 from viz.common.errors import SettingsError
 from viz.common.settings import ClickHouseSettings, Env, KafkaSettings
 
-SERVICES = ("config", "collect", "consumer", "cmp", "analytics", "recs")
+SERVICES = ("config", "collect", "consumer", "cmp", "analytics", "recs", "warehouse")
+# `warehouse` is the embedded mode's single ClickHouse process: consumer + analytics on one chDB.
+_SERVICE_MODULES = {"warehouse": "viz.embedded.warehouse"}
 DEFAULT_DATA_DIR = ".viz"
 
 
@@ -34,7 +36,8 @@ def _environ_with_up_env(data_dir: str) -> dict[str, str]:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    module = importlib.import_module(f"viz.{args.service}.__main__")
+    module = importlib.import_module(
+        _SERVICE_MODULES.get(args.service, f"viz.{args.service}.__main__"))
     extra = {"VIZ_COLLECT_WORKERS": str(args.workers)} if args.workers else {}
     module.run({**os.environ, **extra})
     return 0

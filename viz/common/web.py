@@ -154,3 +154,25 @@ def create_base_app(*, client_max_size: int = 1024 * 1024) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+async def serve_app(app: web.Application, *, host: str, port: int, name: str,
+                    stop: asyncio.Event | None = None, shutdown_timeout_s: float = 10.0) -> None:
+    """Serve ``app`` until SIGTERM/SIGINT (or ``stop``), then finish in-flight requests."""
+    import signal
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout_s, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("%s listening on http://%s:%d", name, host, port)
+        await stop.wait()
+        log.info("%s stopping", name)
+    finally:
+        await runner.cleanup()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

@@ -168,11 +168,31 @@ class ConsumerLoop:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
-    def run(self, stop: threading.Event) -> None:
+    def run(self, stop: threading.Event, *, drain_timeout_s: float = 0.0) -> None:
+        """Loop until ``stop``; then, for up to ``drain_timeout_s``, keep consuming until every
+        assigned partition is caught up (``viz up`` drains its in-memory broker this way)."""
         self.subscribe()
         while not stop.is_set():
             self.step()
+        deadline = self.clock.monotonic() + drain_timeout_s
+        while self.clock.monotonic() < deadline and not self.caught_up():
+            self.step()
         self.shutdown()
+
+    def caught_up(self) -> bool:
+        """True when nothing is left to consume on any assigned partition."""
+        if self._unchecked or self._paused:
+            return False
+        for p in self._assigned:
+            tp = TopicPartition(self.topic, p)
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                position = self.consumer.position([tp])[0].offset
+            except KafkaException:
+                return False
+            if high > 0 and position < high:
+                return False
+        return True
 
     def step(self) -> None:
         """One poll and whatever flushes are due; never raises for data or ClickHouse trouble."""

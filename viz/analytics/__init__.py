@@ -1,0 +1,1 @@
+"""viz-analytics: read-only reporting API over ClickHouse, authenticated by API tokens."""

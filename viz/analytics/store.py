@@ -1,0 +1,120 @@
+"""The reporting queries. Every parameter is bound; identifiers come from settings only.
+
+The views hold UTC hours (``pageviews_hourly``) and UTC days (``referrers_daily``). A query
+whose range is aligned to those buckets reads the view; any other range (a time zone with a
+half-hour offset, a range starting mid-hour) scans ``traffic`` instead, so answers are always
+exact. Calls block: handlers run them in a thread pool.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from viz.analytics.models import Query
+
+_RAW_FILTER = ("site_id = {site:String} AND ts >= {start:DateTime64(3, 'UTC')} "
+               "AND ts < {end:DateTime64(3, 'UTC')} AND is_bot = 0")
+_VIEW_FILTER = ("site_id = {site:String} AND hour >= {start:DateTime('UTC')} "
+                "AND hour < {end:DateTime('UTC')}")
+
+
+def _hour_aligned(moment: dt.datetime) -> bool:
+    return moment.minute == 0 and moment.second == 0 and moment.microsecond == 0
+
+
+def _day_aligned(moment: dt.datetime) -> bool:
+    return _hour_aligned(moment) and moment.hour == 0
+
+
+@dataclass(frozen=True)
+class Result:
+    rows: list[tuple[Any, ...]]
+    source: str  # the table that answered, for clients and benchmarks
+
+
+class Reports:
+    def __init__(self, client: Any, database: str, *, lock: threading.Lock | None = None) -> None:
+        self.client = client
+        self.db = database
+        self._lock = lock or nullcontext()
+
+    def _query(self, sql: str, q: Query, **extra: Any) -> list[tuple[Any, ...]]:
+        params = {"site": q.site, "start": q.start.replace(tzinfo=None),
+                  "end": q.end.replace(tzinfo=None), **extra}
+        with self._lock:
+            return list(self.client.query(sql, parameters=params).result_rows)
+
+    def ping(self) -> None:
+        with self._lock:
+            self.client.query("SELECT 1")
+
+    def overview(self, q: Query) -> Result:
+        if _hour_aligned(q.start) and _hour_aligned(q.end):
+            sql = (f"SELECT sum(pageviews), uniqMerge(visitors), sum(hits), sum(exits), "
+                   f"sum(active_ms) FROM {self.db}.pageviews_hourly WHERE {_VIEW_FILTER}")
+            return Result(self._query(sql, q), "pageviews_hourly")
+        sql = (f"SELECT countIf(event_type = 'pageview'), "
+               f"uniqIf(bid, bid != '' AND event_type = 'pageview'), countIf(event_type = 'hit'), "
+               f"countIf(event_type = 'exit'), sumIf(active_ms, event_type = 'active') "
+               f"FROM {self.db}.traffic WHERE {_RAW_FILTER}")
+        return Result(self._query(sql, q), "traffic")
+
+    def timeseries(self, q: Query) -> Result:
+        bucket_fn = "toStartOfHour" if q.interval == "hour" else "toStartOfDay"
+        if _hour_aligned(q.start) and _hour_aligned(q.end) and _whole_hour_offsets(q):
+            sql = (f"SELECT {bucket_fn}(toTimeZone(hour, {{tz:String}})) AS bucket, "
+                   f"sum(pageviews), uniqMerge(visitors), sum(active_ms) "
+                   f"FROM {self.db}.pageviews_hourly WHERE {_VIEW_FILTER} "
+                   f"GROUP BY bucket ORDER BY bucket")
+            return Result(self._query(sql, q, tz=q.tz), "pageviews_hourly")
+        sql = (f"SELECT {bucket_fn}(toTimeZone(ts, {{tz:String}})) AS bucket, "
+               f"countIf(event_type = 'pageview'), "
+               f"uniqIf(bid, bid != '' AND event_type = 'pageview'), "
+               f"sumIf(active_ms, event_type = 'active') FROM {self.db}.traffic "
+               f"WHERE {_RAW_FILTER} GROUP BY bucket ORDER BY bucket")
+        return Result(self._query(sql, q, tz=q.tz), "traffic")
+
+    def pages(self, q: Query) -> Result:
+        if _hour_aligned(q.start) and _hour_aligned(q.end):
+            sql = (f"SELECT path, sum(pageviews) AS pv, uniqMerge(visitors), sum(active_ms), "
+                   f"sum(exits) FROM {self.db}.pageviews_hourly WHERE {_VIEW_FILTER} "
+                   f"GROUP BY path HAVING pv > 0 ORDER BY pv DESC, path LIMIT {{limit:UInt32}}")
+            return Result(self._query(sql, q, limit=q.limit), "pageviews_hourly")
+        sql = (f"SELECT path, countIf(event_type = 'pageview') AS pv, "
+               f"uniqIf(bid, bid != '' AND event_type = 'pageview'), "
+               f"sumIf(active_ms, event_type = 'active'), countIf(event_type = 'exit') "
+               f"FROM {self.db}.traffic WHERE {_RAW_FILTER} GROUP BY path HAVING pv > 0 "
+               f"ORDER BY pv DESC, path LIMIT {{limit:UInt32}}")
+        return Result(self._query(sql, q, limit=q.limit), "traffic")
+
+    def referrers(self, q: Query) -> Result:
+        if _day_aligned(q.start) and _day_aligned(q.end):
+            sql = (f"SELECT medium, source, sum(pageviews) AS pv, uniqMerge(visitors), sum(hits) "
+                   f"FROM {self.db}.referrers_daily WHERE site_id = {{site:String}} "
+                   f"AND day >= toDate({{start:DateTime('UTC')}}) "
+                   f"AND day < toDate({{end:DateTime('UTC')}}) AND medium != 'internal' "
+                   f"GROUP BY medium, source ORDER BY pv DESC, medium, source "
+                   f"LIMIT {{limit:UInt32}}")
+            return Result(self._query(sql, q, limit=q.limit), "referrers_daily")
+        sql = (f"SELECT medium, source, countIf(event_type = 'pageview') AS pv, "
+               f"uniqIf(bid, bid != '' AND event_type = 'pageview'), countIf(event_type = 'hit') "
+               f"FROM {self.db}.traffic WHERE {_RAW_FILTER} "
+               f"AND event_type IN ('pageview', 'hit') AND medium != 'internal' "
+               f"GROUP BY medium, source ORDER BY pv DESC, medium, source LIMIT {{limit:UInt32}}")
+        return Result(self._query(sql, q, limit=q.limit), "traffic")
+
+
+def _whole_hour_offsets(q: Query) -> bool:
+    """Hourly UTC buckets regroup exactly into local hours/days only for whole-hour offsets."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(q.tz)
+    for moment in (q.start, q.end):
+        offset = moment.astimezone(tz).utcoffset() or dt.timedelta()
+        if offset.total_seconds() % 3600:
+            return False
+    return True

@@ -1,0 +1,59 @@
+"""The embedded ClickHouse users in one process: consumer thread + analytics app.
+
+chDB allows one process to open a database path, so in the single-machine mode (`viz up`,
+``VIZ_CLICKHOUSE_DSN=chdb://…``) everything that reads or writes ClickHouse shares one engine
+here, serialised by one lock. Against a ClickHouse server each runs as its own service instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping
+
+import uvloop
+from prometheus_client import CollectorRegistry
+
+from viz.analytics.app import create_app
+from viz.analytics.settings import AnalyticsSettings
+from viz.common.clock import SystemClock
+from viz.common.logging import setup_logging
+from viz.common.web import serve_app
+from viz.consumer.runner import build_loop
+from viz.consumer.settings import ConsumerSettings
+from viz.migrations.clickhouse import migrate_clickhouse
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 120.0
+
+
+def run(environ: Mapping[str, str]) -> None:
+    import clickhouse_connect
+
+    consumer_settings = ConsumerSettings.from_env(environ)
+    analytics_settings = AnalyticsSettings.from_env(environ)
+    setup_logging(consumer_settings.log_level)
+    client = clickhouse_connect.get_client(dsn=consumer_settings.clickhouse.dsn)
+    migrate_clickhouse(client, consumer_settings.clickhouse.database,
+                       retention_days=consumer_settings.retention_days)
+    lock = threading.Lock()
+    loop = build_loop(consumer_settings, client, clock=SystemClock(),
+                      registry=CollectorRegistry(), lock=lock)
+    stop_consumer = threading.Event()
+    consumer_thread = threading.Thread(
+        target=loop.run, args=(stop_consumer,), kwargs={"drain_timeout_s": DRAIN_TIMEOUT_S},
+        name="viz-consumer")
+    consumer_thread.start()
+    app = create_app(analytics_settings, client, lock=lock)
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve_app(app, host=analytics_settings.http.host,
+                                 port=analytics_settings.http.port, name="viz-analytics"))
+    finally:
+        # The analytics API is down; the consumer drains what the broker still holds.
+        log.info("draining the broker into ClickHouse before stopping")
+        stop_consumer.set()
+        consumer_thread.join()
+        log.info("consumer stopped")
