@@ -11,6 +11,8 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).parent
+# Extra C libraries per extension (OpenSSL's libcrypto: SHA-256 and CRYPTO_memcmp for tokens).
+LIBRARIES = {"_token_c": ["crypto"]}
 
 
 def _extensions():
@@ -27,6 +29,7 @@ def _extensions():
             [str(pyx.relative_to(HERE))],
             define_macros=macros,
             extra_compile_args=["-O2"],
+            libraries=LIBRARIES.get(pyx.stem, []),
         )
         for pyx in sorted((HERE / "viz" / "_fast").glob("_*_c.pyx"))
     ]
