@@ -13,6 +13,7 @@ from pathlib import Path
 
 from viz.common.errors import SettingsError
 from viz.common.settings import ClickHouseSettings, Env, KafkaSettings
+from viz.common.web import HttpError
 
 SERVICES = ("config", "collect", "consumer", "cmp", "analytics", "recs", "warehouse")
 # `warehouse` is the embedded mode's single ClickHouse process: consumer + analytics on one chDB.
@@ -146,5 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"viz: {exc}", file=sys.stderr)
         return 2
+    except HttpError as exc:  # validation and conflicts from the stores, as the API words them
+        field = exc.details.get("field")
+        print(f"viz: {exc.message}" + (f" (field: {field})" if field else ""), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

@@ -441,7 +441,9 @@ def _stub_app(seen: list[str], release: asyncio.Event) -> web.Application:
             return web.json_response({"sid": "incomplete", "tid": "t"})
         if sid == "mixed-up":
             return web.json_response(make_record("known").to_wire())
-        return web.json_response({"error": {"code": "not_found"}}, status=404)
+        if sid == "wrong-route":
+            return web.json_response({"error": {"code": "not_found"}}, status=404)
+        return web.json_response({"error": {"code": "unknown_site"}}, status=404)
 
     app = web.Application()
     app.router.add_get("/internal/sites/{sid}", internal_site)
@@ -487,7 +489,7 @@ async def test_http_fetcher_maps_404_to_unknown(
     assert await fetcher.fetch("unknown") is None
 
 
-@pytest.mark.parametrize("sid", ["broken", "garbage", "incomplete", "mixed-up"])
+@pytest.mark.parametrize("sid", ["broken", "garbage", "incomplete", "mixed-up", "wrong-route"])
 async def test_http_fetcher_treats_errors_and_malformed_bodies_as_unavailable(
         sid: str, config_stub: ConfigStub, session: aiohttp.ClientSession,
         caplog: pytest.LogCaptureFixture) -> None:

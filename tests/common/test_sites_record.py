@@ -42,3 +42,5 @@ def test_identifier_rules() -> None:
     assert is_valid_sid("abc") and is_valid_sid("a" * 64) and is_valid_sid("my_site-2")
     assert not is_valid_sid("ab") and not is_valid_sid("a" * 65) and not is_valid_sid("a/b")
     assert is_valid_tid("t") and not is_valid_tid("a:b") and not is_valid_tid("")
+    # `$` alone would accept a trailing newline.
+    assert not is_valid_sid("abc\n") and not is_valid_tid("t\n")

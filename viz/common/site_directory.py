@@ -75,7 +75,8 @@ class SiteFetcher(Protocol):
 class HttpSiteFetcher:
     """:class:`SiteFetcher` over viz-config's internal endpoint.
 
-    ``200`` with a decodable body for the same sid is the record, ``404`` is ``None``; any
+    ``200`` with a decodable body for the same sid is the record, ``404`` with error code
+    ``unknown_site`` is ``None``; any
     other status (401/403 included: a wrong service token must not look like "no such site"),
     a connection error, a timeout (``settings.timeout_s`` for the whole request) or a malformed
     ``200`` body raises :class:`UnavailableError`. The service token is sent as
@@ -100,7 +101,7 @@ class HttpSiteFetcher:
         try:
             async with self._session.get(self._base_url + sid, headers=headers,
                                          timeout=self._timeout, allow_redirects=False) as resp:
-                if resp.status == 404:
+                if resp.status == 404 and await _says_unknown_site(resp):
                     return None
                 if resp.status != 200:
                     raise UnavailableError(f"viz-config answered {resp.status} for site {sid}")
@@ -119,6 +120,16 @@ class HttpSiteFetcher:
         if record.sid != sid:
             raise UnavailableError(f"viz-config sent site {record.sid!r} when asked for {sid!r}")
         return record
+
+
+async def _says_unknown_site(resp: aiohttp.ClientResponse) -> bool:
+    """Only viz-config's own "no such site" answer counts: a 404 from a wrong URL or a build
+    without the route must not make every site look unknown."""
+    try:
+        body = await resp.json(content_type=None)
+        return bool(body["error"]["code"] == "unknown_site")
+    except (ValueError, KeyError, TypeError, aiohttp.ClientError):
+        return False
 
 
 class _Entry:

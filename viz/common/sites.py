@@ -25,11 +25,11 @@ DEFAULT_FEATURES: Mapping[str, bool] = {"collect": True, "cmp": True, "recs": Fa
 
 
 def is_valid_sid(sid: str) -> bool:
-    return bool(SID_RE.match(sid))
+    return bool(SID_RE.fullmatch(sid))
 
 
 def is_valid_tid(tid: str) -> bool:
-    return bool(TID_RE.match(tid))
+    return bool(TID_RE.fullmatch(tid))
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,11 @@ class HttpError(VizError):
     code = "bad_request"
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 details: Mapping[str, Any] | None = None) -> None:
+                 details: Mapping[str, Any] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = dict(headers or {})
         if status is not None:
             self.status = status
         if code is not None:
@@ -73,7 +75,8 @@ READY_CHECKS_KEY = web.AppKey("viz_ready_checks", dict)  # name -> ReadyCheck
 
 
 def json_error(err: HttpError) -> web.Response:
-    headers = {"Retry-After": "1"} if err.status == 503 else None
+    headers = {"Retry-After": "1"} if err.status == 503 else {}
+    headers.update(getattr(err, "headers", {}))
     return web.json_response(err.body(), status=err.status, headers=headers)
 
 
@@ -101,8 +104,10 @@ def make_error_middleware(registry: CollectorRegistry) -> Any:
             if exc.status < 400:
                 raise
             reason = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+            kept = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
             response = json_error(HttpError(exc.reason, status=exc.status,
-                                            code=reason.get(exc.status, "http_error")))
+                                            code=reason.get(exc.status, "http_error"),
+                                            headers=kept))
         except asyncio.CancelledError:
             raise
         except Exception:

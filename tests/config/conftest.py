@@ -1,0 +1,59 @@
+"""viz-config under test: one migrated database for the session, emptied before each test.
+
+Emptying (TRUNCATE) instead of creating a database per test keeps the suite fast; the
+migration tests in tests/migrations are the ones that need a fresh database each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from config_support import make_settings
+
+from viz.common.clock import ManualClock
+from viz.config.app import create_app
+from viz.migrations.postgres import migrate_postgres
+
+
+async def _execute(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def config_database(pg_dsn: str) -> Iterator[str]:
+    name = "t_config_" + uuid.uuid4().hex[:12]
+    asyncio.run(_execute(pg_dsn, f'CREATE DATABASE "{name}"'))
+    dsn = pg_dsn.rpartition("/")[0] + "/" + name
+    asyncio.run(migrate_postgres(dsn))
+    try:
+        yield dsn
+    finally:
+        asyncio.run(_execute(pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def config_dsn(config_database: str) -> str:
+    """The DSN of the migrated test database, with no tenants, sites or tokens in it."""
+    await _execute(config_database, "TRUNCATE api_tokens, sites, tenants CASCADE")
+    return config_database
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def client(aiohttp_client: Callable[[web.Application], Awaitable[TestClient]],
+                 config_dsn: str, clock: ManualClock) -> TestClient:
+    return await aiohttp_client(create_app(make_settings(config_dsn), clock=clock))

@@ -1,0 +1,80 @@
+"""Builds the viz-config aiohttp application: admin API, internal lookup, OpenAPI document.
+
+The admin and internal APIs are sub-applications, each behind its own bearer token, so a
+service token never opens the admin API and the admin token never reads secret keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from aiohttp import web
+
+from viz.common.clock import Clock, SystemClock
+from viz.common.web import READY_CHECKS_KEY, create_base_app
+from viz.config import handlers
+from viz.config.handlers import OPENAPI_KEY, STORE_KEY
+from viz.config.models import MAX_BODY_BYTES
+from viz.config.settings import ConfigSettings
+from viz.config.store import ConfigStore, open_pool
+
+log = logging.getLogger(__name__)
+
+SETTINGS_KEY = web.AppKey("viz_config_settings", ConfigSettings)
+CLOCK_KEY = web.AppKey("viz_config_clock", Clock)
+
+_POOL_CLOSE_TIMEOUT_S = 10.0
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS_KEY]
+    pool = await open_pool(settings.postgres)
+    store = ConfigStore(pool, clock=app[CLOCK_KEY], key_grace_s=settings.key_grace_s)
+    app[STORE_KEY] = store
+    app[READY_CHECKS_KEY]["postgres"] = store.ping
+    yield
+    try:
+        await asyncio.wait_for(pool.close(), timeout=_POOL_CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning("PostgreSQL pool did not close in %ss; terminating it", _POOL_CLOSE_TIMEOUT_S)
+        pool.terminate()
+
+
+def _admin_app(settings: ConfigSettings) -> web.Application:
+    admin = web.Application(middlewares=[
+        handlers.bearer_auth(settings.admin_token, realm="viz-admin", what="admin token")])
+    admin.router.add_get("/sites", handlers.list_sites)
+    admin.router.add_post("/sites", handlers.create_site)
+    admin.router.add_get("/sites/{sid}", handlers.get_site)
+    admin.router.add_patch("/sites/{sid}", handlers.update_site)
+    admin.router.add_delete("/sites/{sid}", handlers.delete_site)
+    admin.router.add_post("/sites/{sid}/rotate-key", handlers.rotate_key)
+    admin.router.add_get("/tenants", handlers.list_tenants)
+    admin.router.add_post("/tenants", handlers.create_tenant)
+    admin.router.add_get("/tokens", handlers.list_tokens)
+    admin.router.add_post("/tokens", handlers.create_token)
+    admin.router.add_delete("/tokens/{id}", handlers.revoke_token)
+    return admin
+
+
+def _internal_app(settings: ConfigSettings) -> web.Application:
+    internal = web.Application(middlewares=[
+        handlers.bearer_auth(settings.service_token, realm="viz-internal", what="service token")])
+    internal.router.add_get("/sites/{sid}", handlers.internal_site)
+    internal.router.add_post("/tokens/introspect", handlers.introspect_token)
+    return internal
+
+
+def create_app(settings: ConfigSettings, *, clock: Clock | None = None) -> web.Application:
+    app = create_base_app(client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS_KEY] = settings
+    app[CLOCK_KEY] = clock if clock is not None else SystemClock()
+    app[OPENAPI_KEY] = resources.files("viz.config").joinpath("openapi.yaml").read_bytes()
+    app.cleanup_ctx.append(_postgres)
+    app.router.add_get("/openapi.yaml", handlers.openapi)
+    app.add_subapp("/admin", _admin_app(settings))
+    app.add_subapp("/internal", _internal_app(settings))
+    return app

@@ -1,0 +1,147 @@
+"""HTTP handlers of viz-config: decode the request, call the store once, answer JSON.
+
+Errors are raised (``HttpError`` subclasses) and rendered by the base app's error middleware;
+bearer authentication is a middleware on the admin and internal sub-applications.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from viz.common.settings import Secret
+from viz.common.web import Unauthorized, json_error
+from viz.config import models
+from viz.config.store import ConfigStore
+
+STORE_KEY = web.AppKey("viz_config_store", ConfigStore)
+OPENAPI_KEY = web.AppKey("viz_config_openapi", bytes)
+
+# Admin and internal answers carry configuration (and, internally, keys): never cache them.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _store(request: web.Request) -> ConfigStore:
+    return request.config_dict[STORE_KEY]
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers={**_NO_STORE, **(headers or {})})
+
+
+def bearer_auth(secret: Secret, *, realm: str, what: str) -> Any:
+    """A middleware admitting only ``Authorization: Bearer <secret>`` (constant-time compare)."""
+
+    def refuse(message: str, error: str | None) -> web.Response:
+        response = json_error(Unauthorized(message))
+        challenge = f'Bearer realm="{realm}"'
+        if error:
+            challenge += f', error="{error}"'
+        response.headers["WWW-Authenticate"] = challenge
+        return response
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        header = request.headers.get("Authorization")
+        if header is None:
+            return refuse(f"missing Authorization header; send 'Bearer <{what}>'", None)
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return refuse(f"the Authorization header must be 'Bearer <{what}>'", "invalid_request")
+        # Headers arrive surrogate-escaped; compare the bytes that were sent.
+        if not secret.matches(token.strip().encode("utf-8", "surrogateescape")):
+            return refuse(f"invalid {what}", "invalid_token")
+        return await handler(request)
+
+    return auth
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI_KEY], content_type="application/yaml")
+
+
+# --- /admin ---------------------------------------------------------------------------------
+
+
+async def list_sites(request: web.Request) -> web.Response:
+    sites = await _store(request).list_sites(models.parse_tid_filter(request))
+    return _json({"sites": [site.to_json() for site in sites]})
+
+
+async def create_site(request: web.Request) -> web.Response:
+    new = models.parse_new_site(await models.read_json(request))
+    site = await _store(request).create_site(new)
+    return _json(site.to_json(), status=201, headers={"Location": f"/admin/sites/{site.sid}"})
+
+
+async def get_site(request: web.Request) -> web.Response:
+    site = await _store(request).get_site(models.path_sid(request))
+    return _json(site.to_json())
+
+
+async def update_site(request: web.Request) -> web.Response:
+    sid = models.path_sid(request)
+    patch = models.parse_site_patch(await models.read_json(request))
+    site = await _store(request).update_site(sid, patch)
+    return _json(site.to_json())
+
+
+async def delete_site(request: web.Request) -> web.Response:
+    await _store(request).delete_site(models.path_sid(request))
+    return web.Response(status=204, headers=_NO_STORE)
+
+
+async def rotate_key(request: web.Request) -> web.Response:
+    site = await _store(request).rotate_key(models.path_sid(request))
+    return _json(site.to_json())
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    tenants = await _store(request).list_tenants()
+    return _json({"tenants": [tenant.to_json() for tenant in tenants]})
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    tenant = await _store(request).create_tenant(
+        models.parse_new_tenant(await models.read_json(request)))
+    return _json(tenant.to_json(), status=201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    tokens = await _store(request).list_tokens()
+    return _json({"tokens": [token.to_json() for token in tokens]})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    token, plain = await _store(request).create_token(
+        models.parse_new_token(await models.read_json(request)))
+    # The only time the plain token is ever shown.
+    return _json({**token.to_json(), "token": plain}, status=201)
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    await _store(request).revoke_token(models.path_token_id(request))
+    return web.Response(status=204, headers=_NO_STORE)
+
+
+# --- /internal ------------------------------------------------------------------------------
+
+
+async def internal_site(request: web.Request) -> web.Response:
+    try:
+        record = await _store(request).get_site_record(models.path_sid(request))
+    except models.SiteNotFound as exc:
+        # A distinct code: the SiteDirectory caches "no such site" only for this answer, never
+        # for a 404 from a wrong URL or a config build without this route.
+        raise models.SiteNotFound.internal(exc) from None
+    return _json(record.to_wire())
+
+
+async def introspect_token(request: web.Request) -> web.Response:
+    """Token introspection for viz-analytics (in the spirit of RFC 7662): scope or 404."""
+    token = models.parse_introspection(await models.read_json(request))
+    scope = await _store(request).lookup_token(token)
+    if scope is None:
+        raise models.TokenNotFound.unknown()
+    return _json({"token_id": scope.token_id, "sites": sorted(scope.site_ids)})
