@@ -93,7 +93,7 @@ def _buckets(q: Query) -> list[dt.datetime]:
 async def timeseries(request: web.Request) -> web.Response:
     q = await _authorise(request)
     result = await _run(request, request.app[REPORTS_KEY].timeseries, q)
-    by_bucket = {row[0].replace(tzinfo=None): row for row in result.rows}
+    by_bucket = {dt.datetime.fromisoformat(row[0]): row for row in result.rows}
     points = []
     for bucket in _buckets(q):
         row = by_bucket.get(bucket)

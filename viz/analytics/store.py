@@ -64,14 +64,15 @@ class Reports:
         return Result(self._query(sql, q), "traffic")
 
     def timeseries(self, q: Query) -> Result:
+        """Rows of (local bucket start as 'YYYY-MM-DD hh:mm:ss', pageviews, visitors, active)."""
         bucket_fn = "toStartOfHour" if q.interval == "hour" else "toStartOfDay"
         if _hour_aligned(q.start) and _hour_aligned(q.end) and _whole_hour_offsets(q):
-            sql = (f"SELECT {bucket_fn}(toTimeZone(hour, {{tz:String}})) AS bucket, "
+            sql = (f"SELECT toString({bucket_fn}(toTimeZone(hour, {{tz:String}}))) AS bucket, "
                    f"sum(pageviews), uniqMerge(visitors), sum(active_ms) "
                    f"FROM {self.db}.pageviews_hourly WHERE {_VIEW_FILTER} "
                    f"GROUP BY bucket ORDER BY bucket")
             return Result(self._query(sql, q, tz=q.tz), "pageviews_hourly")
-        sql = (f"SELECT {bucket_fn}(toTimeZone(ts, {{tz:String}})) AS bucket, "
+        sql = (f"SELECT toString({bucket_fn}(toTimeZone(ts, {{tz:String}}))) AS bucket, "
                f"countIf(event_type = 'pageview'), "
                f"uniqIf(bid, bid != '' AND event_type = 'pageview'), "
                f"sumIf(active_ms, event_type = 'active') FROM {self.db}.traffic "
