@@ -35,6 +35,8 @@ class UpSettings:
     redis_port: int
     kafka_port: int
     config_port: int
+    collect_port: int
+    analytics_port: int
     start_timeout_s: float
 
     @classmethod
@@ -47,6 +49,8 @@ class UpSettings:
             redis_port=env.int("VIZ_UP_REDIS_PORT", 63790, min=1, max=65535),
             kafka_port=env.int("VIZ_UP_KAFKA_PORT", 19092, min=1, max=65535),
             config_port=env.int("VIZ_CONFIG_PORT", 3002, min=1, max=65535),
+            collect_port=env.int("VIZ_COLLECT_PORT", 3001, min=1, max=65535),
+            analytics_port=env.int("VIZ_ANALYTICS_PORT", 3004, min=1, max=65535),
             start_timeout_s=env.float("VIZ_UP_START_TIMEOUT_S", 90.0, min=1.0),
         )
         env.done()
@@ -72,6 +76,21 @@ def load_or_create_secrets(path: Path) -> dict[str, str]:
             fh.write("".join(f"{k}={v}\n" for k, v in values.items()))
     os.chmod(path, 0o600)
     return values
+
+
+DEMO_SID = "demo"
+
+
+async def ensure_demo_site(pg_dsn: str) -> str | None:
+    """On a first start (no sites at all) create a site a newcomer can send events to."""
+    from viz.config import commands
+
+    if await commands.list_sites(pg_dsn):
+        return None
+    await commands.create_site(pg_dsn, sid=DEMO_SID, tid=DEMO_SID, name="Demo site",
+                               domains=["localhost", "127.0.0.1"],
+                               features={"collect": True, "cmp": True, "recs": False})
+    return DEMO_SID
 
 
 class Platform:
@@ -100,6 +119,10 @@ class Platform:
             "VIZ_CONFIG_HOST": s.host,
             "VIZ_CONFIG_PORT": str(s.config_port),
             "VIZ_CONFIG_URL": f"http://{s.host}:{s.config_port}",
+            "VIZ_COLLECT_HOST": s.host,
+            "VIZ_COLLECT_PORT": str(s.collect_port),
+            "VIZ_ANALYTICS_HOST": s.host,
+            "VIZ_ANALYTICS_PORT": str(s.analytics_port),
             **secret_values,
         }
 
@@ -107,7 +130,8 @@ class Platform:
         s = self.settings
         busy = [f"{name} port {port}" for name, port in
                 (("postgres", s.pg_port), ("redis", s.redis_port), ("kafka", s.kafka_port),
-                 ("viz-config", s.config_port)) if port_open(s.host, port)]
+                 ("viz-config", s.config_port), ("viz-collect", s.collect_port),
+                 ("viz-analytics", s.analytics_port)) if port_open(s.host, port)]
         if busy:
             raise RuntimeError("already in use: " + ", ".join(busy)
                                + " (another `viz up`? set VIZ_UP_*_PORT / VIZ_*_PORT)")
@@ -166,8 +190,17 @@ class Platform:
             "".join(f"{k}={v}\n" for k, v in public_env.items()))
 
         self._start_service("config", env, s.config_port)
-        self._say(f"  viz-config  http://{s.host}:{s.config_port}  (admin API: /admin, "
-                  f"bearer token in {s.data_dir / 'secrets.env'})")
+        self._say(f"  viz-config     http://{s.host}:{s.config_port}  (admin API: /admin, "
+                  f"bearer tokens in {s.data_dir / 'secrets.env'})")
+        demo = asyncio.run(ensure_demo_site(self.pg.dsn))
+        if demo:
+            self._say(f"  demo site      '{demo}' created (domains: localhost, 127.0.0.1)")
+        # chDB lets one process open the engine: consumer and analytics share it.
+        self._start_service("warehouse", env, s.analytics_port)
+        self._say(f"  viz-analytics  http://{s.host}:{s.analytics_port}  "
+                  f"(+ viz-consumer, ClickHouse in {s.data_dir / 'clickhouse'})")
+        self._start_service("collect", env, s.collect_port)
+        self._say(f"  viz-collect    http://{s.host}:{s.collect_port}")
         self._say(f"  logs        {s.data_dir / 'logs'}")
         self._say("viz up: ready. Ctrl-C stops everything (data stays for the next start).")
 

@@ -42,18 +42,34 @@ def run(environ: Mapping[str, str]) -> None:
     loop = build_loop(consumer_settings, client, clock=SystemClock(),
                       registry=CollectorRegistry(), lock=lock)
     stop_consumer = threading.Event()
-    consumer_thread = threading.Thread(
-        target=loop.run, args=(stop_consumer,), kwargs={"drain_timeout_s": DRAIN_TIMEOUT_S},
-        name="viz-consumer")
-    consumer_thread.start()
     app = create_app(analytics_settings, client, lock=lock)
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve_app(app, host=analytics_settings.http.host,
-                                 port=analytics_settings.http.port, name="viz-analytics"))
-    finally:
-        # The analytics API is down; the consumer drains what the broker still holds.
-        log.info("draining the broker into ClickHouse before stopping")
-        stop_consumer.set()
-        consumer_thread.join()
-        log.info("consumer stopped")
+
+    async def serve() -> None:
+        stop_serving = asyncio.Event()
+        event_loop = asyncio.get_running_loop()
+
+        def consume() -> None:
+            try:
+                loop.run(stop_consumer, drain_timeout_s=DRAIN_TIMEOUT_S)
+            except BaseException:
+                log.exception("the consumer loop died; stopping the process")
+                raise
+            finally:
+                # Whatever ended the consumer ends the process: a half-alive warehouse would
+                # answer health checks while nothing reaches ClickHouse.
+                event_loop.call_soon_threadsafe(stop_serving.set)
+
+        consumer_thread = threading.Thread(target=consume, name="viz-consumer")
+        consumer_thread.start()
+        try:
+            await serve_app(app, host=analytics_settings.http.host,
+                            port=analytics_settings.http.port, name="viz-analytics",
+                            stop=stop_serving)
+        finally:
+            # The API is down; the consumer drains what the broker still holds, then commits.
+            stop_consumer.set()
+            await asyncio.to_thread(consumer_thread.join)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve())
+    log.info("warehouse stopped")
