@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +39,18 @@ def create_app(settings: AnalyticsSettings, client: Any, *, clock: Clock | None 
         yield
         await session.close()
 
+    async def query_threads(app: web.Application) -> AsyncIterator[None]:
+        # ClickHouse clients block: queries run here, never on the event loop.
+        executor = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="viz-query")
+        app[handlers.EXECUTOR_KEY] = executor
+        yield
+        executor.shutdown(wait=True, cancel_futures=True)
+
     app.cleanup_ctx.append(http_session)
+    app.cleanup_ctx.append(query_threads)
 
     async def clickhouse_ready() -> None:
-        await asyncio.get_running_loop().run_in_executor(None, reports.ping)
+        await asyncio.get_running_loop().run_in_executor(app[handlers.EXECUTOR_KEY], reports.ping)
 
     app[READY_CHECKS_KEY]["clickhouse"] = clickhouse_ready
 

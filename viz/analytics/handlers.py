@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ REPORTS_KEY = web.AppKey("reports", Reports)
 TOKENS_KEY = web.AppKey("tokens", TokenIntrospector)
 CLOCK_KEY = web.AppKey("clock", Clock)  # type: ignore[type-abstract]
 MAX_RANGE_KEY = web.AppKey("max_range_days", int)
+EXECUTOR_KEY = web.AppKey("query_executor", ThreadPoolExecutor)
 
 
 class Forbidden(HttpError):
@@ -49,7 +51,7 @@ async def _authorise(request: web.Request) -> Query:
 async def _run(request: web.Request, report: Callable[[Query], Result], q: Query) -> Result:
     loop = asyncio.get_running_loop()
     try:
-        return await loop.run_in_executor(None, report, q)
+        return await loop.run_in_executor(request.app[EXECUTOR_KEY], report, q)
     except Exception as exc:
         raise ServiceUnavailable(f"analytics store unavailable ({type(exc).__name__})") from exc
 
