@@ -1,0 +1,395 @@
+"""What a request means: named small steps from raw request to envelopes, or to a Drop.
+
+Each endpoint is two lists of steps around the one thing that may need I/O, the site lookup
+(done by the app). A step is ``(ingest) -> Drop | None``: it reads and fills the
+:class:`Ingest`, returns a :class:`Drop` for a deliberate drop (a value with a reason from the
+closed set :data:`DROP_REASONS`, answered 204 + ``X-Viz-Dropped``), and raises a
+:class:`~viz.collect.errors.CollectError` for a request that is wrong. Steps never block and do
+no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from collections.abc import Callable, Sequence
+from itertools import count
+
+from viz import _fast
+from viz.collect.errors import (
+    BodyTooLarge,
+    Invalid,
+    Malformed,
+    OriginNotAllowed,
+    TokenExpired,
+    TokenInvalid,
+)
+from viz.collect.request import Request, cookie_value, parse_query, url_host
+from viz.common.clock import Clock
+from viz.common.sites import SiteRecord
+
+MAX_UA_CHARS = 512
+"""A longer User-Agent is cut: enough to classify any real browser, bounded for the topic."""
+
+_BID_RE = re.compile(rb"[A-Za-z0-9_-]{22}")
+_SIGNER_CACHE_MAX = 4096
+_UA_CACHE_MAX = 4096
+_ORIGIN_CACHE_MAX = 4096
+
+
+class Drop:
+    """A deliberate drop; one shared instance per reason, so dropping allocates nothing."""
+
+    __slots__ = ("reason", "header")
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.header = b"X-Viz-Dropped: " + reason.encode() + b"\r\n"
+
+    def __repr__(self) -> str:
+        return f"Drop({self.reason!r})"
+
+
+BOT = Drop("bot")
+"""The User-Agent is a crawler, a monitor, a headless browser, a script — or missing."""
+NO_CONSENT = Drop("no_consent")
+"""The tracker reported consent tier 0: no id, no events."""
+COLLECT_DISABLED = Drop("collect_disabled")
+"""The site has ``features.collect`` off."""
+NO_ORIGIN = Drop("no_origin")
+"""/hit without Origin or Referer: the pixel cannot be attributed to one of the site's pages."""
+
+DROPS = (BOT, NO_CONSENT, COLLECT_DISABLED, NO_ORIGIN)
+DROP_REASONS = tuple(d.reason for d in DROPS)
+
+
+# A small, fast screen; the consumer classifies user agents fully (browser, os, device, bot).
+_BOT_RE = re.compile(
+    rb"bot\b|bot/|crawl|spider|slurp|scrape|headless|lighthouse|phantomjs|selenium|webdriver"
+    rb"|puppeteer|playwright|facebookexternalhit|embedly|preview|pingdom|uptime|monitor"
+    rb"|curl/|wget/|httpie|python-|aiohttp|httpx|go-http-client|java/|okhttp|libwww|"
+    rb"apache-httpclient|axios/|node-fetch|undici|postman|insomnia|scrapy|ahrefs|semrush|"
+    rb"yandex|baidu|bingpreview|mediapartners|adsbot|feedfetcher|validator|checker",
+    re.IGNORECASE,
+)
+
+
+class Ingest:
+    """The working state of one request while its steps run."""
+
+    __slots__ = ("request", "deps", "now_s", "sid", "tier", "site", "cors", "payload", "event",
+                 "bid", "set_cookie", "token", "exp", "values")
+
+    def __init__(self, request: Request, deps: PipelineDeps) -> None:
+        self.request = request
+        self.deps = deps
+        self.now_s = deps.clock.time()
+        self.sid = ""
+        self.tier = 1
+        # Set by the steps (or the app, for ``site``) before any later step reads them.
+        self.site: SiteRecord = None  # type: ignore[assignment]
+        self.cors = b""
+        """CORS response headers; set once the Origin is known to be one of the site's."""
+        self.payload: _fast.Payload = None  # type: ignore[assignment]
+        self.event: _fast.Event = None  # type: ignore[assignment]
+        self.bid: str = ""
+        self.set_cookie = False
+        self.token = ""
+        self.exp = 0
+        self.values: list[bytes] = []
+
+    @property
+    def now_ms(self) -> int:
+        return int(self.now_s * 1000)
+
+
+Step = Callable[[Ingest], Drop | None]
+
+
+class PipelineDeps:
+    """What steps need besides the request: the clock, token signers, the bot screen's cache."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._signers: dict[str, tuple[SiteRecord, int, object]] = {}
+        self._ua_is_bot: dict[bytes, bool] = {}
+        self._ua_text: dict[bytes, str] = {}
+        self._origins: dict[tuple[bytes, str], tuple[SiteRecord, bytes | None]] = {}
+        self._hit_prefix = base64.urlsafe_b64encode(os.urandom(9)).decode()
+        self._hit_counter = count()
+
+    def signer(self, site: SiteRecord, now_s: float):  # -> viz._fast.TokenSigner
+        """The site's token signer, rebuilt only when its record or its live key set changes."""
+        keys = site.verification_keys(now_s)
+        entry = self._signers.get(site.sid)
+        if entry is not None and entry[0] is site and entry[1] == len(keys):
+            return entry[2]
+        signer = _fast.TokenSigner(keys)
+        if len(self._signers) >= _SIGNER_CACHE_MAX:
+            self._signers.clear()
+        self._signers[site.sid] = (site, len(keys), signer)
+        return signer
+
+    def cors_for(self, site: SiteRecord, origin: bytes) -> bytes | None:
+        """The CORS headers granting ``origin`` if it is one of ``site``'s, else ``None``;
+        remembered per (origin, site record), so a page's repeat requests cost a dict lookup."""
+        key = (origin, site.sid)
+        entry = self._origins.get(key)
+        if entry is not None and entry[0] is site:
+            return entry[1]
+        cors = cors_headers(origin) if origin_allowed(site, origin) else None
+        if len(self._origins) >= _ORIGIN_CACHE_MAX:
+            self._origins.clear()
+        self._origins[key] = (site, cors)
+        return cors
+
+    def is_bot(self, user_agent: bytes | None) -> bool:
+        if not user_agent:
+            return True
+        verdict = self._ua_is_bot.get(user_agent)
+        if verdict is None:
+            verdict = _BOT_RE.search(user_agent) is not None
+            if len(self._ua_is_bot) >= _UA_CACHE_MAX:
+                self._ua_is_bot.clear()
+            self._ua_is_bot[user_agent] = verdict
+        return verdict
+
+    def ua_text(self, user_agent: bytes | None) -> str:
+        if not user_agent:
+            return ""
+        text = self._ua_text.get(user_agent)
+        if text is None:
+            text = user_agent.decode("utf-8", "replace")[:MAX_UA_CHARS]
+            if len(self._ua_text) >= _UA_CACHE_MAX:
+                self._ua_text.clear()
+            self._ua_text[user_agent] = text
+        return text
+
+    def hit_id(self) -> str:
+        """A process-unique event id for an anonymous hit (the tracker sends none)."""
+        return f"{self._hit_prefix}{next(self._hit_counter):x}"
+
+
+def run(steps: Sequence[Step], ingest: Ingest) -> Drop | None:
+    for step in steps:
+        drop = step(ingest)
+        if drop is not None:
+            return drop
+    return None
+
+
+# -- CORS ---------------------------------------------------------------------------------------
+
+_EXPOSE = b"Access-Control-Expose-Headers: Retry-After, X-Viz-Dropped\r\n"
+
+
+def cors_headers(origin: bytes) -> bytes:
+    """Headers that let the site's page (and only it) read a credentialed response."""
+    return (b"Access-Control-Allow-Origin: " + origin
+            + b"\r\nAccess-Control-Allow-Credentials: true\r\n" + _EXPOSE)
+
+
+def origin_allowed(site: SiteRecord, origin: bytes) -> bool:
+    """True for ``http(s)://host[:port]`` exactly, with host one of the site's domains."""
+    if b"/" in origin[8:] or b"?" in origin or b"#" in origin:
+        return False  # an Origin never carries a path; this one is not safe to echo
+    host = url_host(origin)
+    return host is not None and site.allows_origin_host(host)
+
+
+# -- shared steps -------------------------------------------------------------------------------
+
+def drop_bots(ingest: Ingest) -> Drop | None:
+    return BOT if ingest.deps.is_bot(ingest.request.user_agent) else None
+
+
+def drop_without_consent(ingest: Ingest) -> Drop | None:
+    return NO_CONSENT if ingest.tier == 0 else None
+
+
+def drop_if_collect_disabled(ingest: Ingest) -> Drop | None:
+    features = ingest.site.features
+    return None if features.get("collect", True) else COLLECT_DISABLED
+
+
+def require_allowed_origin(ingest: Ingest) -> Drop | None:
+    """A browser's Origin must be one of the site's; no Origin (not a CORS request) is fine.
+
+    ``Origin: null`` (sandboxed frames, file: pages, some redirects) is never trusted.
+    """
+    origin = ingest.request.origin
+    if origin is None:
+        return None
+    cors = ingest.deps.cors_for(ingest.site, origin)
+    if cors is None:
+        raise OriginNotAllowed()
+    ingest.cors = cors
+    return None
+
+
+def _tier(query: dict[str, str], default: int | None) -> int:
+    raw = query.get("tier")
+    if raw is None:
+        if default is None:
+            raise Invalid("$.tier", "is required (0, 1 or 2: the visitor's consent tier)")
+        return default
+    if raw not in ("0", "1", "2"):
+        raise Invalid("$.tier", "must be 0, 1 or 2")
+    return int(raw)
+
+
+def _query(request: Request) -> dict[str, str]:
+    try:
+        return parse_query(request.query)
+    except ValueError:
+        raise Malformed("query string is not readable") from None
+
+
+# -- GET /init ----------------------------------------------------------------------------------
+
+def read_init_query(ingest: Ingest) -> Drop | None:
+    """``sid`` (required), ``tier`` (required: the banner choice), ``bid`` (optional: the
+    tracker's localStorage copy, adopted when the cookie is missing)."""
+    query = _query(ingest.request)
+    sid = query.get("sid")
+    if not sid:
+        raise Invalid("$.sid", "is required")
+    ingest.sid = sid
+    ingest.tier = _tier(query, None)
+    ingest.bid = query.get("bid", "")
+    return None
+
+
+def choose_bid(ingest: Ingest) -> Drop | None:
+    """Reuse the ``viz_bid`` cookie when valid, else the tracker's copy, else a new one.
+
+    The cookie is (re)set only when it was missing or invalid: its lifetime is counted from
+    consent and is not silently extended on every visit.
+    """
+    cookie = cookie_value(ingest.request.cookie, b"viz_bid")
+    if cookie is not None and _BID_RE.fullmatch(cookie):
+        ingest.bid = cookie.decode("ascii")
+        return None
+    ingest.set_cookie = True
+    if ingest.bid and _BID_RE.fullmatch(ingest.bid.encode("utf-8", "replace")):
+        return None
+    ingest.bid = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
+    return None
+
+
+def issue_token(ingest: Ingest) -> Drop | None:
+    site = ingest.site
+    signer = ingest.deps.signer(site, ingest.now_s)
+    ingest.token = signer.issue(ingest.bid, site.tid, ingest.now_s)
+    ingest.exp = signer.expires_at_s(ingest.now_s)
+    return None
+
+
+INIT_BEFORE_SITE: tuple[Step, ...] = (drop_bots, read_init_query, drop_without_consent)
+INIT_WITH_SITE: tuple[Step, ...] = (require_allowed_origin, drop_if_collect_disabled,
+                                    choose_bid, issue_token)
+
+
+# -- POST /collect ------------------------------------------------------------------------------
+
+def read_collect_query(ingest: Ingest) -> Drop | None:
+    """Optional ``tier`` (1 or 2, default 1: holding a token means the visitor consented)."""
+    if ingest.request.query:
+        ingest.tier = _tier(_query(ingest.request), 1)
+    return None
+
+
+def parse_body(ingest: Ingest) -> Drop | None:
+    try:
+        payload = _fast.parse_payload(ingest.request.body, ingest.now_ms)
+    except _fast.PayloadTooLarge:
+        raise BodyTooLarge() from None
+    except _fast.PayloadError as exc:
+        if exc.path == "$":
+            raise Malformed(exc.message) from None
+        raise Invalid(exc.path, exc.message) from None
+    ingest.payload = payload
+    ingest.sid = payload.sid
+    return None
+
+
+def verify_token(ingest: Ingest) -> Drop | None:
+    site = ingest.site
+    payload = ingest.payload
+    signer = ingest.deps.signer(site, ingest.now_s)
+    try:
+        signer.verify(payload.bid, site.tid, payload.token, ingest.now_s)
+    except _fast.TokenExpired:
+        raise TokenExpired() from None
+    except _fast.TokenInvalid:
+        raise TokenInvalid() from None
+    except _fast.BadIdentifier:
+        raise Invalid("$.bid", "must be 22 base64url characters") from None
+    return None
+
+
+def encode_events(ingest: Ingest) -> Drop | None:
+    ingest.values = _fast.encode_envelopes(
+        ingest.payload, tid=ingest.site.tid,
+        ua=ingest.deps.ua_text(ingest.request.user_agent), tier=ingest.tier,
+        server_ms=ingest.now_ms)
+    return None
+
+
+COLLECT_BEFORE_SITE: tuple[Step, ...] = (drop_bots, read_collect_query, drop_without_consent,
+                                         parse_body)
+COLLECT_WITH_SITE: tuple[Step, ...] = (require_allowed_origin, drop_if_collect_disabled,
+                                       verify_token, encode_events)
+
+
+# -- GET /hit -----------------------------------------------------------------------------------
+
+def read_hit_query(ingest: Ingest) -> Drop | None:
+    query = _query(ingest.request)
+    sid = query.get("sid")
+    if not sid:
+        raise Invalid("$.sid", "is required")
+    ingest.sid = sid
+    ingest.tier = 0
+    try:
+        ingest.event = _fast.hit_event(ingest.deps.hit_id(), query.get("p", ""), query.get("r"),
+                                       ingest.now_ms)
+    except _fast.PayloadError as exc:
+        raise Invalid(exc.path, exc.message) from None
+    return None
+
+
+def require_hit_origin(ingest: Ingest) -> Drop | None:
+    """The page must be one of the site's: by Origin when sent, else by Referer.
+
+    An image request carries no Origin, only a Referer (often just the origin, by the default
+    referrer policy). With neither, the hit cannot be attributed and is dropped.
+    """
+    request = ingest.request
+    site = ingest.site
+    if request.origin is not None:
+        cors = ingest.deps.cors_for(site, request.origin)
+        if cors is None:
+            raise OriginNotAllowed()
+        ingest.cors = cors
+        return None
+    host = url_host(request.referer)
+    if host is None:
+        if request.referer:
+            raise OriginNotAllowed()
+        return NO_ORIGIN
+    if not site.allows_origin_host(host):
+        raise OriginNotAllowed()
+    return None
+
+
+def encode_hit(ingest: Ingest) -> Drop | None:
+    ingest.values = [_fast.encode_envelope(
+        ingest.event, sid=ingest.sid, tid=ingest.site.tid, bid=None,
+        ua=ingest.deps.ua_text(ingest.request.user_agent), tier=0, server_ms=ingest.now_ms)]
+    return None
+
+
+HIT_BEFORE_SITE: tuple[Step, ...] = (drop_bots, read_hit_query)
+HIT_WITH_SITE: tuple[Step, ...] = (require_hit_origin, encode_hit)

@@ -1,0 +1,343 @@
+"""Where accepted events go: a :class:`Sink` is a bounded, acknowledged queue to the broker.
+
+:class:`KafkaSink` produces with confluent-kafka; :class:`MemorySink` keeps messages in a list
+for unit tests and can be told to fail the way the real one fails. Both have the same interface,
+so every request path runs unchanged against either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from viz.collect.errors import (
+    CollectError,
+    DeliveryFailed,
+    DeliveryTimeout,
+    MessageTooLarge,
+    QueueFull,
+)
+from viz.collect.settings import ProducerSettings
+from viz.common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+_POLL_INTERVAL_S = 0.001
+"""Delivery reports are served this often while anything is in flight (never when idle)."""
+
+
+class Sink(Protocol):
+    """A bounded queue of messages to the broker with per-request acknowledgement."""
+
+    def send(self, key: bytes, values: Sequence[bytes]) -> asyncio.Future[None]:
+        """Queue ``values`` under ``key``; called on the event loop, once per request.
+
+        Never blocks. Raises :class:`QueueFull` (none or only some queued: the caller answers
+        503 and the tracker resends all of them; the consumer drops duplicates by event id) or
+        :class:`MessageTooLarge` synchronously. The returned future resolves to ``None`` once
+        the broker acknowledged every value, or fails with :class:`DeliveryTimeout`,
+        :class:`DeliveryFailed` or :class:`MessageTooLarge`; it always completes, at the
+        latest at the sink's delivery deadline.
+        """
+        ...
+
+    def ready(self) -> bool:
+        """Cached answer to "is the broker reachable?"; cheap, never blocks."""
+        ...
+
+    def queued(self) -> int:
+        """Messages queued locally or in flight (waiting for a delivery report)."""
+        ...
+
+    async def start(self) -> None:
+        """Start background work (delivery polling, the readiness probe)."""
+        ...
+
+    async def close(self) -> None:
+        """Flush what is queued (bounded by the flush timeout) and release the client."""
+        ...
+
+
+class _Batch:
+    """The messages of one request; its future completes when all are acknowledged."""
+
+    __slots__ = ("future", "remaining", "deadline")
+
+    def __init__(self, future: asyncio.Future[None], remaining: int, deadline: float) -> None:
+        self.future = future
+        self.remaining = remaining
+        self.deadline = deadline
+
+    def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        future = self.future
+        if future.done():  # failed, timed out or abandoned: later reports change nothing
+            return
+        if err is not None:
+            future.set_exception(_delivery_error(err))
+            return
+        self.remaining -= 1
+        if self.remaining == 0:
+            future.set_result(None)
+
+
+def _delivery_error(err: KafkaError) -> CollectError:
+    code = err.code()
+    if code == KafkaError.MSG_SIZE_TOO_LARGE:
+        return MessageTooLarge(err.str())
+    if code == KafkaError._MSG_TIMED_OUT:
+        return DeliveryTimeout(err.str())
+    if code == KafkaError._QUEUE_FULL:
+        return QueueFull(err.str())
+    return DeliveryFailed(err.str())
+
+
+def producer_config(kafka: KafkaSettings, producer: ProducerSettings) -> dict[str, Any]:
+    """librdkafka settings of collect's producer (see SPEC §5)."""
+    return {
+        "bootstrap.servers": kafka.bootstrap,
+        "client.id": "viz-collect",
+        "enable.idempotence": True,
+        "acks": "all",
+        # Same placement as the Java client: all events of a site land in one partition.
+        "partitioner": "murmur2_random",
+        "compression.type": producer.compression,
+        "linger.ms": producer.linger_ms,
+        "queue.buffering.max.messages": producer.max_queue_messages,
+        "queue.buffering.max.kbytes": producer.max_queue_kbytes,
+        # librdkafka gives up on a message at the same deadline a request waits for it.
+        "message.timeout.ms": int(producer.delivery_timeout_s * 1000),
+    }
+
+
+class KafkaSink:
+    """Produces to ``kafka.topic_raw``; delivery reports are served on the event loop.
+
+    While any request waits, ``poll(0)`` runs every millisecond from a loop timer, so delivery
+    callbacks resolve futures on the loop thread (no threads, no locks) and an idle process
+    does no work. Deadlines are checked on the same tick: all requests share one timeout, so
+    the oldest batch is always the first to expire.
+    """
+
+    def __init__(self, kafka: KafkaSettings, settings: ProducerSettings,
+                 *, producer: Producer | None = None) -> None:
+        self._topic = kafka.topic_raw
+        self._settings = settings
+        self._max_messages = settings.max_queue_messages
+        self._timeout_s = settings.delivery_timeout_s
+        # (not ``producer or ...``: a Producer with an empty queue is falsy, it has __len__)
+        self._producer = producer if producer is not None else Producer(
+            {**producer_config(kafka, settings), "error_cb": self._on_error,
+             "logger": logging.getLogger("viz.collect.kafka")})
+        self._inflight: deque[_Batch] = deque()
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._probe_task: asyncio.Task[None] | None = None
+        self._ready = False
+        self._last_error: str | None = None
+
+    # -- Sink ---------------------------------------------------------------------------------
+
+    def send(self, key: bytes, values: Sequence[bytes]) -> asyncio.Future[None]:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("KafkaSink.send before start()")
+        producer = self._producer
+        if len(producer) + len(values) > self._max_messages:
+            raise QueueFull()
+        batch = _Batch(loop.create_future(), len(values), loop.time() + self._timeout_s)
+        produce = producer.produce
+        topic = self._topic
+        on_delivery = batch.on_delivery
+        try:
+            for value in values:
+                produce(topic, value, key, on_delivery=on_delivery)
+        except BufferError:
+            batch.future.cancel()  # reports of what was queued are ignored
+            self._track(batch)
+            raise QueueFull() from None
+        except KafkaException as exc:
+            batch.future.cancel()
+            self._track(batch)
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError):
+                raise _delivery_error(err) from None
+            raise DeliveryFailed(str(exc)) from None
+        self._track(batch)
+        return batch.future
+
+    def ready(self) -> bool:
+        return self._ready
+
+    def queued(self) -> int:
+        return len(self._producer)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._probe_task = asyncio.create_task(self._probe(), name="viz-collect-kafka-probe")
+
+    async def close(self) -> None:
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            await asyncio.gather(self._probe_task, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.flush_timeout_s
+        # Delivery callbacks must run on this thread (they complete loop futures), so flush by
+        # polling here instead of handing ``flush`` to an executor thread.
+        while len(self._producer) > 0 and loop.time() < deadline:
+            self._producer.poll(0.05)
+            self._expire(loop.time())
+            await asyncio.sleep(0)
+        left = len(self._producer)
+        if left:
+            # Every request was answered before the sink closes, so these belong to requests
+            # that already got a 503 (the tracker resends them).
+            log.error("kafka sink closed with %d message(s) not delivered", left)
+            self._producer.purge(in_queue=True, in_flight=True)
+            self._producer.poll(0)
+        self._expire(float("inf"))
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        self._producer.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _track(self, batch: _Batch) -> None:
+        self._inflight.append(batch)
+        if self._tick_handle is None and self._loop is not None:
+            self._tick_handle = self._loop.call_later(_POLL_INTERVAL_S, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_handle = None
+        self._producer.poll(0)
+        self._expire(self._loop.time())  # type: ignore[union-attr]
+        if self._inflight:
+            self._tick_handle = self._loop.call_later(  # type: ignore[union-attr]
+                _POLL_INTERVAL_S, self._tick)
+
+    def _expire(self, now: float) -> None:
+        inflight = self._inflight
+        while inflight:
+            head = inflight[0]
+            if head.future.done():
+                inflight.popleft()
+            elif head.deadline <= now:
+                inflight.popleft()
+                head.future.set_exception(DeliveryTimeout())
+            else:
+                break
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Called from poll() on the loop thread. librdkafka retries by itself; this only
+        # feeds /readyz and one log line per distinct problem.
+        text = err.str()
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT,
+                          KafkaError._RESOLVE) or err.fatal():
+            self._ready = False
+        if text != self._last_error:
+            self._last_error = text
+            log.warning("kafka producer: %s", text)
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._settings.ready_check_interval_s
+        timeout = min(interval, 5.0)
+        while True:
+            try:
+                meta = await loop.run_in_executor(
+                    None, lambda: self._producer.list_topics(self._topic, timeout=timeout))
+                topic = meta.topics.get(self._topic)
+                ok = topic is not None and topic.error is None and bool(topic.partitions)
+            except KafkaException:
+                ok = False
+            if ok and not self._ready:
+                self._last_error = None
+            self._ready = ok
+            self._producer.poll(0)  # serve error callbacks even when no request is in flight
+            await asyncio.sleep(interval)
+
+
+class MemorySink:
+    """A sink for tests: keeps ``(key, value)`` pairs; can hold, fail or time out deliveries.
+
+    * ``acknowledge=True`` (default): a send's future is resolved at once.
+    * ``acknowledge=False``: futures wait for :meth:`release` or :meth:`fail_pending`, or the
+      delivery deadline (``delivery_timeout_s``), like the Kafka sink's.
+    * ``raise_on_send``: an error class raised synchronously by the next sends
+      (:class:`QueueFull`, :class:`MessageTooLarge`).
+    """
+
+    def __init__(self, *, acknowledge: bool = True, delivery_timeout_s: float = 5.0,
+                 max_messages: int = 100_000) -> None:
+        self.messages: list[tuple[bytes, bytes]] = []
+        self.acknowledge = acknowledge
+        self.delivery_timeout_s = delivery_timeout_s
+        self.max_messages = max_messages
+        self.raise_on_send: type[CollectError] | None = None
+        self.is_ready = True
+        self.closed = False
+        self._pending: list[tuple[asyncio.Future[None], list[tuple[bytes, bytes]]]] = []
+
+    def send(self, key: bytes, values: Sequence[bytes]) -> asyncio.Future[None]:
+        if self.raise_on_send is not None:
+            raise self.raise_on_send()
+        if self.queued() + len(values) > self.max_messages:
+            raise QueueFull()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        items = [(key, v) for v in values]
+        if self.acknowledge:
+            self.messages.extend(items)
+            future.set_result(None)
+            return future
+        self._pending.append((future, items))
+        loop.call_later(self.delivery_timeout_s, self._expire, future)
+        return future
+
+    def _expire(self, future: asyncio.Future[None]) -> None:
+        if not future.done():
+            future.set_exception(DeliveryTimeout())
+
+    def release(self) -> int:
+        """Acknowledge every pending send (oldest first); returns how many were released."""
+        pending, self._pending = self._pending, []
+        released = 0
+        for future, items in pending:
+            if not future.done():
+                self.messages.extend(items)
+                future.set_result(None)
+                released += 1
+        return released
+
+    def release_last(self) -> None:
+        """Acknowledge only the newest pending send (to test out-of-order completion)."""
+        future, items = self._pending.pop()
+        self.messages.extend(items)
+        future.set_result(None)
+
+    def fail_pending(self, error: type[CollectError]) -> None:
+        pending, self._pending = self._pending, []
+        for future, _ in pending:
+            if not future.done():
+                future.set_exception(error())
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for future, _ in self._pending if not future.done())
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+    def queued(self) -> int:
+        return sum(len(items) for future, items in self._pending if not future.done())
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.closed = True
