@@ -115,6 +115,10 @@ def test_platform_runs_counts_an_event_stops_cleanly_and_keeps_its_data(up: Up) 
 
     send_pageview(up, "/first")
     wait_for_pageviews(up, token, 1)
+    # The README's way to see what collect acknowledged.
+    tail = subprocess.run([sys.executable, "-m", "viz", "--data-dir", str(up.data_dir), "tail",
+                           "-n", "5"], capture_output=True, text=True, timeout=60, check=True)
+    assert '"p": "/first"' in tail.stdout and '"sid": "demo"' in tail.stdout
     # Acknowledged, then stopped at once: the stop drains the in-memory broker first.
     send_pageview(up, "/second")
     assert up.stop() == 0, "".join(up.output)

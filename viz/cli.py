@@ -100,6 +100,53 @@ def _cmd_site(args: argparse.Namespace) -> int:
     return 0
 
 
+_ENVELOPE_FIELDS = ("ts", "sid", "tid", "bid", "eid", "t", "p", "r", "cts", "ms", "h", "n",
+                    "title", "tier", "ua")
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    """Print the last events of the raw topic, decoded (what collect acknowledged)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from viz._fast import EnvelopeError, decode_envelope
+
+    env = Env(_environ_with_up_env(args.data_dir))
+    kafka = KafkaSettings.read(env)
+    env.done()
+    consumer = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "viz-tail",
+                         "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(kafka.topic_raw, timeout=10).topics[kafka.topic_raw]
+        assignment, pending = [], {}
+        for p in partitions.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(kafka.topic_raw, p), 10)
+            if high > low:
+                assignment.append(TopicPartition(kafka.topic_raw, p, max(low, high - args.n)))
+                pending[p] = high
+        consumer.assign(assignment)
+        events = []
+        while pending:
+            msg = consumer.poll(5.0)
+            if msg is None:
+                break
+            if msg.error() is not None:
+                continue
+            try:
+                envelope = decode_envelope(msg.value() or b"")
+                fields = {k: getattr(envelope, k) for k in _ENVELOPE_FIELDS}
+                events.append((envelope.ts, json.dumps(
+                    {k: v for k, v in fields.items() if v is not None})))
+            except EnvelopeError as exc:
+                events.append((0, f"(undecodable at {msg.partition()}:{msg.offset()}: {exc})"))
+            if (msg.offset() or 0) + 1 >= pending.get(msg.partition() or 0, 0):
+                pending.pop(msg.partition(), None)
+    finally:
+        consumer.close()
+    for _ts, line in sorted(events)[-args.n:]:
+        print(line)
+    return 0
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from viz.up import Platform, UpSettings
 
@@ -134,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", help="display name (default: the site id)")
     create.add_argument("--features", default="collect,cmp",
                         help="comma-separated: collect, cmp, recs (default: %(default)s)")
+    tail = sub.add_parser("tail", help="print the last events collect acknowledged (from Kafka)")
+    tail.add_argument("-n", type=int, default=10, help="how many (default: %(default)s)")
+    tail.set_defaults(func=_cmd_tail)
+
     listing = site_sub.add_parser("list", help="list sites")
     listing.add_argument("--json", action="store_true")
     site.set_defaults(func=_cmd_site)
