@@ -57,8 +57,11 @@ def parse_query(params: Mapping[str, str], *, now: dt.datetime, max_range_days: 
         tz = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidQuery(f"unknown time zone {tz_name!r}", details={"field": "tz"}) from None
+    # Without `to`, the range ends at the next whole hour: it includes now and stays aligned to
+    # the hourly views, so default dashboards never scan raw events.
+    next_hour = now.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
     end = (_parse_instant(params["to"], "to", tz, end=True) if params.get("to")
-           else now)
+           else next_hour)
     start = (_parse_instant(params["from"], "from", tz, end=False) if params.get("from")
              else end - dt.timedelta(days=7))
     if start >= end:
