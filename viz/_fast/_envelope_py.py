@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from viz._fast._jsonload import JSON_ERRORS, strict_loads
 from viz._fast.errors import EnvelopeError, UnknownVersion
@@ -146,6 +147,14 @@ def _check_unknown(obj: dict, known: frozenset, level: int) -> None:
                 raise EnvelopeError("envelope nested too deeply")
 
 
+@overload
+def _get_int(obj: dict, key: str, required: Literal[True]) -> int: ...
+
+
+@overload
+def _get_int(obj: dict, key: str, required: bool) -> int | None: ...
+
+
 def _get_int(obj: dict, key: str, required: bool) -> int | None:
     value = obj.get(key)
     if value is None and not required:
@@ -153,6 +162,14 @@ def _get_int(obj: dict, key: str, required: bool) -> int | None:
     if type(value) is not int or not -_INT64 <= value < _INT64:
         raise EnvelopeError(f"{key} must be an int64")
     return value
+
+
+@overload
+def _get_str(obj: dict, key: str, required: Literal[True]) -> str: ...
+
+
+@overload
+def _get_str(obj: dict, key: str, required: bool) -> str | None: ...
 
 
 def _get_str(obj: dict, key: str, required: bool) -> str | None:

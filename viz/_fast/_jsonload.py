@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 
 __all__ = ["DECODER", "JSON_ERRORS", "fast_loads", "strict_loads"]
 
@@ -63,6 +64,7 @@ def strict_loads(body: bytes) -> object:
     return obj
 
 
+fast_loads: Callable[[bytes], object]
 try:
     import orjson
 except ImportError:  # pragma: no cover - depends on the environment

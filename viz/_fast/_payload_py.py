@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from viz._fast._jsonload import JSON_ERRORS, strict_loads
 from viz._fast.errors import PayloadError, PayloadTooLarge
@@ -106,6 +107,14 @@ def _ident(obj: dict, key: str, path: str, pattern: re.Pattern, what: str) -> st
     return value
 
 
+@overload
+def _text(obj: dict, key: str, path: str, lo: int, hi: int, required: Literal[True]) -> str: ...
+
+
+@overload
+def _text(obj: dict, key: str, path: str, lo: int, hi: int, required: bool) -> str | None: ...
+
+
 def _text(obj: dict, key: str, path: str, lo: int, hi: int, required: bool) -> str | None:
     value = obj.get(key)
     if value is None:
@@ -119,6 +128,14 @@ def _text(obj: dict, key: str, path: str, lo: int, hi: int, required: bool) -> s
     if _CONTROL.search(value) is not None:
         raise PayloadError(path, "must not contain control characters")
     return value
+
+
+@overload
+def _int(obj: dict, key: str, path: str, lo: int, hi: int, required: Literal[True]) -> int: ...
+
+
+@overload
+def _int(obj: dict, key: str, path: str, lo: int, hi: int, required: bool) -> int | None: ...
 
 
 def _int(obj: dict, key: str, path: str, lo: int, hi: int, required: bool) -> int | None:
