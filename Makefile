@@ -7,7 +7,10 @@ setup:
 up: setup
 	.venv/bin/viz up
 
+# Static checks first (seconds), then the whole suite against real engines.
 test: setup
+	.venv/bin/ruff check viz tests
+	.venv/bin/mypy viz
 	.venv/bin/python -m pytest
 
 lint: setup
