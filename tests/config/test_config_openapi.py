@@ -111,6 +111,7 @@ def test_every_operation_conforms_to_the_document(live_url: str, seeded_token_id
         "PATCH /admin/sites/{sid}", "DELETE /admin/sites/{sid}",
         "POST /admin/sites/{sid}/rotate-key", "GET /admin/tenants", "POST /admin/tenants",
         "GET /admin/tokens", "POST /admin/tokens", "DELETE /admin/tokens/{id}",
+        "GET /admin/consent/{bid}",
         "GET /internal/sites/{sid}", "POST /internal/tokens/introspect"])
 
     # Deletions last, so the seeded site and token serve the other operations first.

@@ -57,6 +57,7 @@ def _admin_app(settings: ConfigSettings) -> web.Application:
     admin.router.add_get("/tokens", handlers.list_tokens)
     admin.router.add_post("/tokens", handlers.create_token)
     admin.router.add_delete("/tokens/{id}", handlers.revoke_token)
+    admin.router.add_get("/consent/{bid}", handlers.export_consent)
     return admin
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from viz.common.consent_cookie import BID_RE
 from viz.common.settings import Secret
 from viz.common.web import Unauthorized, json_error
 from viz.config import models
@@ -123,6 +124,16 @@ async def create_token(request: web.Request) -> web.Response:
 async def revoke_token(request: web.Request) -> web.Response:
     await _store(request).revoke_token(models.path_token_id(request))
     return web.Response(status=204, headers=_NO_STORE)
+
+
+async def export_consent(request: web.Request) -> web.Response:
+    """A visitor's consent records and ledger history (data-subject access request)."""
+    bid = request.match_info["bid"]
+    if not BID_RE.fullmatch(bid):
+        raise models.InvalidField("bid", "must be a browser id: 22 characters of A-Z, a-z, "
+                                         "0-9, '_' and '-'")
+    export = await _store(request).export_consent(bid, models.parse_tid_filter(request))
+    return _json(export)
 
 
 # --- /internal ------------------------------------------------------------------------------

@@ -303,6 +303,32 @@ class ConfigStore:
             raise TenantExists(new.tid) from None
         return Tenant(tid=row["tid"], name=row["name"], created_at=row["created_at"])
 
+    # --- consent (data-subject export) ---------------------------------------------------
+
+    @_guarded
+    async def export_consent(self, bid: str, tid: str | None = None) -> dict[str, Any]:
+        """Everything held about one browser id's consent: current records and full ledger.
+
+        viz-cmp writes these tables; the admin API only reads them (GDPR Art. 15 requests).
+        """
+        async with self._pool.acquire() as conn:
+            records = await conn.fetch(
+                "SELECT tid, sid, tier, banner_version, consented_at, updated_at "
+                "FROM consent_records WHERE bid = $1 AND ($2::text IS NULL OR tid = $2) "
+                "ORDER BY tid", bid, tid)
+            ledger = await conn.fetch(
+                "SELECT consent_id, at, tid, sid, tier, previous_tier, requested_tier, explicit, "
+                "gpc, method, source, banner_version, banner_hash FROM consent_ledger "
+                "WHERE bid = $1 AND ($2::text IS NULL OR tid = $2) ORDER BY at, id", bid, tid)
+        return {
+            "bid": bid,
+            "tid": tid,
+            "records": [{**dict(r), "consented_at": r["consented_at"].isoformat(),
+                         "updated_at": r["updated_at"].isoformat()} for r in records],
+            "ledger": [{**dict(r), "consent_id": str(r["consent_id"]),
+                        "at": r["at"].isoformat()} for r in ledger],
+        }
+
     # --- API tokens -----------------------------------------------------------------------
 
     @_guarded

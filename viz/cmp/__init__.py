@@ -1,0 +1,1 @@
+"""viz-cmp: consent decisions (current state + append-only proof ledger) and the consent cookie."""
