@@ -11,6 +11,7 @@ up: setup
 test: setup
 	.venv/bin/ruff check viz tests
 	.venv/bin/mypy viz
+	npm --prefix tracker test
 	.venv/bin/python -m pytest
 
 lint: setup

@@ -31,4 +31,14 @@ fi
 
 # Cheap when nothing changed: recompiles only the .pyx files that did.
 .venv/bin/python setup.py -q build_ext --inplace
+
+# The tracker (served by viz-config): npm packages only when the lock file changed.
+tracker_stamp=tracker/node_modules/.viz-lock
+tracker_want=$(sha256sum tracker/package-lock.json | cut -d' ' -f1)
+if [ ! -f "$tracker_stamp" ] || [ "$(cat "$tracker_stamp")" != "$tracker_want" ]; then
+  echo "setup: installing tracker build tools (npm ci)"
+  npm --prefix tracker ci --no-audit --no-fund --loglevel=error
+  echo "$tracker_want" > "$tracker_stamp"
+fi
+npm --prefix tracker run --silent build
 echo "setup: done"
