@@ -107,6 +107,7 @@ def test_every_operation_conforms_to_the_document(live_url: str, seeded_token_id
     operations = [result.ok() for result in schema.get_all_operations()]
     labels = sorted(_operation_label(op) for op in operations)
     assert labels == sorted([
+        "GET /viz/{sid}.js", "GET /b/{version}/{sid}.js", "GET /b/{version}/{sid}.modern.js",
         "GET /admin/sites", "POST /admin/sites", "GET /admin/sites/{sid}",
         "PATCH /admin/sites/{sid}", "DELETE /admin/sites/{sid}",
         "POST /admin/sites/{sid}/rotate-key", "GET /admin/tenants", "POST /admin/tenants",

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from viz.common.clock import Clock, SystemClock
 from viz.common.web import READY_CHECKS_KEY, create_base_app
-from viz.config import handlers
+from viz.config import handlers, tags
 from viz.config.handlers import OPENAPI_KEY, STORE_KEY
 from viz.config.models import MAX_BODY_BYTES
 from viz.config.settings import ConfigSettings
@@ -76,6 +76,16 @@ def create_app(settings: ConfigSettings, *, clock: Clock | None = None) -> web.A
     app[OPENAPI_KEY] = resources.files("viz.config").joinpath("openapi.yaml").read_bytes()
     app.cleanup_ctx.append(_postgres)
     app.router.add_get("/openapi.yaml", handlers.openapi)
+    app[handlers.PUBLIC_URLS_KEY] = settings.public.as_dict()
+    try:
+        app[handlers.TRACKER_KEY] = tags.TrackerBuild.load(settings.tracker_dir)
+    except tags.TrackerBuildMissing as exc:
+        # The admin and internal APIs still work; script requests answer 503 until fixed.
+        log.error("%s", exc)
+    sid = r"{sid:[A-Za-z0-9_-]{3,64}}"
+    app.router.add_get(f"/viz/{sid}.js", handlers.config_script)
+    app.router.add_get(f"/b/{{version:[0-9a-f]{{1,64}}}}/{sid}{{flavour:(?:\\.modern)?}}.js",
+                       handlers.bundle)
     app.add_subapp("/admin", _admin_app(settings))
     app.add_subapp("/internal", _internal_app(settings))
     return app

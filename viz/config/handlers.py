@@ -12,11 +12,13 @@ from aiohttp import web
 
 from viz.common.consent_cookie import BID_RE
 from viz.common.settings import Secret
-from viz.common.web import Unauthorized, json_error
-from viz.config import models
+from viz.common.web import ServiceUnavailable, Unauthorized, json_error
+from viz.config import models, tags
 from viz.config.store import ConfigStore
 
 STORE_KEY = web.AppKey("viz_config_store", ConfigStore)
+TRACKER_KEY = web.AppKey("viz_config_tracker", tags.TrackerBuild)
+PUBLIC_URLS_KEY = web.AppKey("viz_config_public_urls", dict)
 OPENAPI_KEY = web.AppKey("viz_config_openapi", bytes)
 
 # Admin and internal answers carry configuration (and, internally, keys): never cache them.
@@ -156,3 +158,81 @@ async def introspect_token(request: web.Request) -> web.Response:
     if scope is None:
         raise models.TokenNotFound.unknown()
     return _json({"token_id": scope.token_id, "sites": sorted(scope.site_ids)})
+
+
+# --- tags: the config script and the domain bundles -----------------------------------------
+
+_SCRIPT_TYPE = "application/javascript; charset=utf-8"
+_CONFIG_SCRIPT_CACHE = "public, max-age=300"  # a site change reaches pages within 5 minutes
+_IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def _tracker(request: web.Request) -> tags.TrackerBuild:
+    build: tags.TrackerBuild | None = request.app.get(TRACKER_KEY)
+    if build is None:
+        raise ServiceUnavailable("the tracker build is missing on this server")
+    return build
+
+
+def _javascript(request: web.Request, rendered: tags.Rendered, *, cache: str,
+                etag: str | None = None) -> web.Response:
+    headers = {"Cache-Control": cache, "Vary": "Accept-Encoding",
+               "X-Content-Type-Options": "nosniff"}
+    body = rendered.body
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        body = rendered.gzipped
+        headers["Content-Encoding"] = "gzip"
+        etag = f"{etag}.gz" if etag else None
+    if etag:
+        headers["ETag"] = f'"{etag}"'
+    return web.Response(body=body, headers=headers, content_type="application/javascript",
+                        charset="utf-8")
+
+
+def _unknown_script(sid: str) -> web.Response:
+    # A script tag gets a script: a comment saying why, instead of a JSON error.
+    return web.Response(status=404, text=f"/* viz: no site {sid!r} */\n",
+                        content_type="application/javascript",
+                        headers={"Cache-Control": "public, max-age=60"})
+
+
+async def config_script(request: web.Request) -> web.Response:
+    """``GET /viz/{sid}.js``: ``window.__VIZ_CFG`` (public values only) + the boot code."""
+    build = _tracker(request)
+    sid = request.match_info["sid"]
+    store = _store(request)
+    try:
+        site = await store.get_site(sid)
+    except models.SiteNotFound:
+        return _unknown_script(sid)
+    urls: dict[str, str] = request.app[PUBLIC_URLS_KEY]
+    cfg = tags.public_config(
+        sid=site.sid, tid=site.tid, site_version=site.version, features=site.features,
+        cmp_config=site.cmp_config, recs_config=site.recs_config,
+        tenant_domains=await store.tenant_domains(site.tid),
+        urls=urls, build=build)
+    return _javascript(request, tags.config_script(cfg, build), cache=_CONFIG_SCRIPT_CACHE)
+
+
+async def bundle(request: web.Request) -> web.Response:
+    """``GET /b/{version}/{sid}.js`` (legacy) and ``.modern.js``: immutable, strong ETag."""
+    build = _tracker(request)
+    sid, flavour = request.match_info["sid"], request.match_info.get("flavour") or "legacy"
+    flavour = "modern" if flavour == ".modern" else "legacy"
+    try:
+        site = await _store(request).get_site(sid)
+    except models.SiteNotFound:
+        return _unknown_script(sid)
+    current = build.bundle_version(site.version)
+    suffix = ".modern.js" if flavour == "modern" else ".js"
+    if request.match_info["version"] != current:
+        # An old page (or a cache) asks for a previous version: send it to the current one.
+        raise web.HTTPFound(f"/b/{current}/{sid}{suffix}",
+                            headers={"Cache-Control": "public, max-age=60"})
+    etag = f"{current}.{flavour}"
+    if request.headers.get("If-None-Match", "").strip() in (f'"{etag}"', f'"{etag}.gz"', "*"):
+        return web.Response(status=304, headers={"ETag": request.headers["If-None-Match"].strip(),
+                                                 "Cache-Control": _IMMUTABLE,
+                                                 "Vary": "Accept-Encoding"})
+    return _javascript(request, build.bundle(flavour, site.features), cache=_IMMUTABLE,
+                       etag=etag)

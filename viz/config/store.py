@@ -182,6 +182,13 @@ class ConfigStore:
         return [self._site(row) for row in rows]
 
     @_guarded
+    async def tenant_domains(self, tid: str) -> list[str]:
+        """Every domain of every site of a tenant (for cross-domain link decoration)."""
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT unnest(domains) AS domain FROM sites WHERE tid = $1 ORDER BY 1", tid)
+        return [row["domain"] for row in rows]
+
+    @_guarded
     async def get_site(self, sid: str) -> Site:
         row = await self._pool.fetchrow(f"SELECT {_SITE_COLUMNS} FROM sites WHERE sid = $1", sid)
         if row is None:
