@@ -30,7 +30,7 @@ class Up:
         self.data_dir = data_dir
         self.ports = {name: free_port() for name in (
             "VIZ_UP_PG_PORT", "VIZ_UP_REDIS_PORT", "VIZ_UP_KAFKA_PORT", "VIZ_CONFIG_PORT",
-            "VIZ_COLLECT_PORT", "VIZ_ANALYTICS_PORT")}
+            "VIZ_COLLECT_PORT", "VIZ_ANALYTICS_PORT", "VIZ_CMP_PORT")}
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
 

@@ -36,6 +36,7 @@ class UpSettings:
     kafka_port: int
     config_port: int
     collect_port: int
+    cmp_port: int
     analytics_port: int
     start_timeout_s: float
 
@@ -50,6 +51,7 @@ class UpSettings:
             kafka_port=env.int("VIZ_UP_KAFKA_PORT", 19092, min=1, max=65535),
             config_port=env.int("VIZ_CONFIG_PORT", 3002, min=1, max=65535),
             collect_port=env.int("VIZ_COLLECT_PORT", 3001, min=1, max=65535),
+            cmp_port=env.int("VIZ_CMP_PORT", 3003, min=1, max=65535),
             analytics_port=env.int("VIZ_ANALYTICS_PORT", 3004, min=1, max=65535),
             start_timeout_s=env.float("VIZ_UP_START_TIMEOUT_S", 90.0, min=1.0),
         )
@@ -58,7 +60,8 @@ class UpSettings:
 
 
 def load_or_create_secrets(path: Path) -> dict[str, str]:
-    """The admin and service tokens of this installation, generated once and kept 0600."""
+    """This installation's admin token, service token and consent-cookie key, generated once
+    and kept 0600."""
     values: dict[str, str] = {}
     if path.exists():
         for line in path.read_text().splitlines():
@@ -66,7 +69,7 @@ def load_or_create_secrets(path: Path) -> dict[str, str]:
             if sep:
                 values[key.strip()] = value.strip()
     changed = False
-    for key in ("VIZ_ADMIN_TOKEN", "VIZ_SERVICE_TOKEN"):
+    for key in ("VIZ_ADMIN_TOKEN", "VIZ_SERVICE_TOKEN", "VIZ_CMP_COOKIE_SECRET"):
         if not values.get(key):
             values[key] = secrets.token_urlsafe(32)
             changed = True
@@ -123,6 +126,12 @@ class Platform:
             "VIZ_COLLECT_PORT": str(s.collect_port),
             "VIZ_ANALYTICS_HOST": s.host,
             "VIZ_ANALYTICS_PORT": str(s.analytics_port),
+            "VIZ_CMP_HOST": s.host,
+            "VIZ_CMP_PORT": str(s.cmp_port),
+            "VIZ_PUBLIC_COLLECT_URL": f"http://{s.host}:{s.collect_port}",
+            "VIZ_PUBLIC_CONFIG_URL": f"http://{s.host}:{s.config_port}",
+            "VIZ_PUBLIC_CMP_URL": f"http://{s.host}:{s.cmp_port}",
+            "VIZ_CONFIG_DEMO_PAGES": "1",
             **secret_values,
         }
 
@@ -131,6 +140,7 @@ class Platform:
         busy = [f"{name} port {port}" for name, port in
                 (("postgres", s.pg_port), ("redis", s.redis_port), ("kafka", s.kafka_port),
                  ("viz-config", s.config_port), ("viz-collect", s.collect_port),
+                 ("viz-cmp", s.cmp_port),
                  ("viz-analytics", s.analytics_port)) if port_open(s.host, port)]
         if busy:
             raise RuntimeError("already in use: " + ", ".join(busy)
@@ -185,7 +195,7 @@ class Platform:
         topics = ensure_topics(KafkaSettings.read(Env(env)))
         self._say(f"  migrations  {len(applied)} applied, {len(topics)} topic(s) created")
 
-        public_env = {k: v for k, v in env.items() if "TOKEN" not in k}
+        public_env = {k: v for k, v in env.items() if k not in secret_values}
         (s.data_dir / "run" / "services.env").write_text(
             "".join(f"{k}={v}\n" for k, v in public_env.items()))
 
@@ -195,12 +205,15 @@ class Platform:
         demo = asyncio.run(ensure_demo_site(self.pg.dsn))
         if demo:
             self._say(f"  demo site      '{demo}' created (domains: localhost, 127.0.0.1)")
+        self._start_service("cmp", env, s.cmp_port)
+        self._say(f"  viz-cmp        http://{s.host}:{s.cmp_port}")
         # chDB lets one process open the engine: consumer and analytics share it.
         self._start_service("warehouse", env, s.analytics_port)
         self._say(f"  viz-analytics  http://{s.host}:{s.analytics_port}  "
                   f"(+ viz-consumer, ClickHouse in {s.data_dir / 'clickhouse'})")
         self._start_service("collect", env, s.collect_port)
         self._say(f"  viz-collect    http://{s.host}:{s.collect_port}")
+        self._say(f"  demo page      http://{s.host}:{s.config_port}/demo/{DEMO_SID}")
         self._say(f"  logs        {s.data_dir / 'logs'}")
         self._say("viz up: ready. Ctrl-C stops everything (data stays for the next start).")
 

@@ -84,6 +84,11 @@ def create_app(settings: ConfigSettings, *, clock: Clock | None = None) -> web.A
         log.error("%s", exc)
     sid = r"{sid:[A-Za-z0-9_-]{3,64}}"
     app.router.add_get(f"/viz/{sid}.js", handlers.config_script)
+    if settings.demo_pages:
+        app[handlers.DEMO_PAGE_KEY] = resources.files("viz.config").joinpath(
+            "demo.html").read_text()
+        app.router.add_get(f"/demo/{sid}", handlers.demo_page)
+        app.router.add_get(f"/demo/{sid}/{{rest:.*}}", handlers.demo_page)
     app.router.add_get(f"/b/{{version:[0-9a-f]{{1,64}}}}/{sid}{{flavour:(?:\\.modern)?}}.js",
                        handlers.bundle)
     app.add_subapp("/admin", _admin_app(settings))

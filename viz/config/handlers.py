@@ -20,6 +20,7 @@ STORE_KEY = web.AppKey("viz_config_store", ConfigStore)
 TRACKER_KEY = web.AppKey("viz_config_tracker", tags.TrackerBuild)
 PUBLIC_URLS_KEY = web.AppKey("viz_config_public_urls", dict)
 OPENAPI_KEY = web.AppKey("viz_config_openapi", bytes)
+DEMO_PAGE_KEY = web.AppKey("viz_config_demo_page", str)
 
 # Admin and internal answers carry configuration (and, internally, keys): never cache them.
 _NO_STORE = {"Cache-Control": "no-store"}
@@ -236,3 +237,11 @@ async def bundle(request: web.Request) -> web.Response:
                                                  "Vary": "Accept-Encoding"})
     return _javascript(request, build.bundle(flavour, site.features), cache=_IMMUTABLE,
                        etag=etag)
+
+
+async def demo_page(request: web.Request) -> web.Response:
+    """``GET /demo/{sid}[/…]`` (``viz up`` only): a page carrying the site's real script tag."""
+    sid = request.match_info["sid"]
+    await _store(request).get_site(sid)  # 404 for an unknown site
+    html = request.app[DEMO_PAGE_KEY].replace("__SID__", sid)  # sid is [A-Za-z0-9_-] only
+    return web.Response(text=html, content_type="text/html", headers=_NO_STORE)

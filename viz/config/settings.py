@@ -54,6 +54,7 @@ class ConfigSettings:
     log_level: str
     public: PublicUrls
     tracker_dir: Path
+    demo_pages: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ConfigSettings:
@@ -67,6 +68,7 @@ class ConfigSettings:
             log_level=env.str("VIZ_LOG_LEVEL", "INFO").upper(),
             public=PublicUrls.read(env),
             tracker_dir=Path(env.str("VIZ_CONFIG_TRACKER_DIR", _default_tracker_dir())),
+            demo_pages=env.bool("VIZ_CONFIG_DEMO_PAGES", False),
         )
         if settings.log_level not in LOG_LEVELS:
             env.problems.append(f"VIZ_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
