@@ -131,6 +131,17 @@ async def test_init_for_a_bot_issues_nothing(h: Harness) -> None:
         assert response.header("set-cookie") is None
 
 
+async def test_a_drop_answer_carries_the_cors_grant_so_the_tracker_can_read_it(
+        h: Harness) -> None:
+    origin = b"https://www.example.com"
+    response = await h.connect().request(get(f"/init?sid={SID}&tier=1",
+                                             ua=b"Mozilla/5.0 HeadlessChrome/120.0",
+                                             origin=origin))
+    assert (response.status, response.header("x-viz-dropped")) == (204, "bot")
+    assert response.header("access-control-allow-origin") == origin.decode()
+    assert "X-Viz-Dropped" in (response.header("access-control-expose-headers") or "")
+
+
 async def test_init_for_a_site_with_collect_off_is_dropped(h: Harness) -> None:
     response = await h.connect().request(get("/init?sid=site-off&tier=1"))
     assert response.status == 204

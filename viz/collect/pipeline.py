@@ -286,9 +286,11 @@ def issue_token(ingest: Ingest) -> Drop | None:
     return None
 
 
-INIT_BEFORE_SITE: tuple[Step, ...] = (drop_bots, read_init_query, drop_without_consent)
-INIT_WITH_SITE: tuple[Step, ...] = (require_allowed_origin, drop_if_collect_disabled,
-                                    choose_bid, issue_token)
+# Deliberate drops come after the origin check, so their answer carries the CORS grant and the
+# tracker can read `X-Viz-Dropped` (and stop retrying) instead of seeing a CORS failure.
+INIT_BEFORE_SITE: tuple[Step, ...] = (read_init_query,)
+INIT_WITH_SITE: tuple[Step, ...] = (require_allowed_origin, drop_bots, drop_without_consent,
+                                    drop_if_collect_disabled, choose_bid, issue_token)
 
 
 # -- POST /collect ------------------------------------------------------------------------------
@@ -337,10 +339,9 @@ def encode_events(ingest: Ingest) -> Drop | None:
     return None
 
 
-COLLECT_BEFORE_SITE: tuple[Step, ...] = (drop_bots, read_collect_query, drop_without_consent,
-                                         parse_body)
-COLLECT_WITH_SITE: tuple[Step, ...] = (require_allowed_origin, drop_if_collect_disabled,
-                                       verify_token, encode_events)
+COLLECT_BEFORE_SITE: tuple[Step, ...] = (read_collect_query, parse_body)
+COLLECT_WITH_SITE: tuple[Step, ...] = (require_allowed_origin, drop_bots, drop_without_consent,
+                                       drop_if_collect_disabled, verify_token, encode_events)
 
 
 # -- GET /hit -----------------------------------------------------------------------------------
@@ -391,5 +392,5 @@ def encode_hit(ingest: Ingest) -> Drop | None:
     return None
 
 
-HIT_BEFORE_SITE: tuple[Step, ...] = (drop_bots, read_hit_query)
-HIT_WITH_SITE: tuple[Step, ...] = (require_hit_origin, encode_hit)
+HIT_BEFORE_SITE: tuple[Step, ...] = (read_hit_query,)
+HIT_WITH_SITE: tuple[Step, ...] = (require_hit_origin, drop_bots, encode_hit)
