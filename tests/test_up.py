@@ -4,8 +4,6 @@ analytics API, a clean stop that loses nothing acknowledged, and data kept for t
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,55 +13,14 @@ from pathlib import Path
 
 import pytest
 import requests
+from viz_platform import Up
 
-from viz.embedded import free_port
 from viz.embedded.process import port_open
 
 pytestmark = pytest.mark.slow
 
 BROWSER = ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
            "Chrome/131.0.0.0 Safari/537.36")
-
-
-class Up:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.ports = {name: free_port() for name in (
-            "VIZ_UP_PG_PORT", "VIZ_UP_REDIS_PORT", "VIZ_UP_KAFKA_PORT", "VIZ_CONFIG_PORT",
-            "VIZ_COLLECT_PORT", "VIZ_ANALYTICS_PORT", "VIZ_CMP_PORT")}
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-
-    def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[f'VIZ_{service.upper()}_PORT']}"
-
-    def start(self, timeout_s: float = 180) -> None:
-        env = {**os.environ, **{k: str(v) for k, v in self.ports.items()},
-               "VIZ_CONSUMER_FLUSH_INTERVAL_S": "0.5"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "viz", "--data-dir", str(self.data_dir), "up"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        for line in self.proc.stdout:
-            self.output.append(line)
-            if "viz up: ready" in line:
-                return
-            assert time.monotonic() < deadline, "".join(self.output)
-        raise AssertionError("viz up exited before it was ready:\n" + "".join(self.output))
-
-    def stop(self, timeout_s: float = 180) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=timeout_s)
-        self.output.append(out)
-        return self.proc.returncode
-
-    def admin_token(self) -> str:
-        for line in (self.data_dir / "secrets.env").read_text().splitlines():
-            if line.startswith("VIZ_ADMIN_TOKEN="):
-                return line.partition("=")[2]
-        raise AssertionError("no admin token")
 
 
 @pytest.fixture

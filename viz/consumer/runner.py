@@ -175,8 +175,11 @@ class ConsumerLoop:
         while not stop.is_set():
             self.step()
         deadline = self.clock.monotonic() + drain_timeout_s
-        while self.clock.monotonic() < deadline and not self.caught_up():
-            self.step()
+        while self.clock.monotonic() < deadline:
+            # An empty poll as well: some brokers (the embedded Tansu) report a high watermark
+            # one batch short, so "position >= high" alone could stop before the last batch.
+            if self.step() == 0 and self.caught_up():
+                break
         self.shutdown()
 
     def caught_up(self) -> bool:
@@ -194,8 +197,10 @@ class ConsumerLoop:
                 return False
         return True
 
-    def step(self) -> None:
-        """One poll and whatever flushes are due; never raises for data or ClickHouse trouble."""
+    def step(self) -> int:
+        """One poll and whatever flushes are due; returns how many messages the poll brought.
+
+        Never raises for data or ClickHouse trouble."""
         messages = self.consumer.consume(self.settings.batch_max_events, self.poll_timeout_s)
         for msg in messages:
             self._take(msg)
@@ -203,14 +208,15 @@ class ConsumerLoop:
         if self._unchecked:
             self._check_ranges()
         if self._paused and now < self._retry_at:
-            return
+            return len(messages)
         for batch in list(self._batches.values()):
             if self._paused or batch.ready(now, self.settings.batch_max_events,
                                            self.settings.flush_interval_s):
                 if not self._flush(batch):
-                    return
+                    return len(messages)
         if self._paused:
             self._resume()
+        return len(messages)
 
     def _take(self, msg: Message) -> None:
         err = msg.error()
