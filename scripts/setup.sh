@@ -11,6 +11,11 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 apt_missing=()
 # OpenSSL headers: viz/_fast links the token HMAC against libcrypto.
 [ -f /usr/include/openssl/sha.h ] || apt_missing+=(libssl-dev)
+# The browser of the end-to-end tests (Playwright drives Debian's Chromium; it cannot download
+# its own here).
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+# Node.js builds and tests the tracker.
+command -v npm >/dev/null 2>&1 || apt_missing+=(nodejs npm)
 if [ ${#apt_missing[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${apt_missing[*]}"
   $SUDO apt-get update -qq
