@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
+from pg_support import execute, replace_database
 
 from viz.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, chdb_dsn
 
@@ -34,28 +34,15 @@ def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.stop()
 
 
-def _replace_database(dsn: str, database: str) -> str:
-    base, _, _ = dsn.rpartition("/")
-    return f"{base}/{database}"
-
-
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def pg_database(pg_dsn: str) -> Iterator[str]:
     """The DSN of a new, empty database of its own for one test (dropped afterwards)."""
     name = "t_" + uuid.uuid4().hex[:16]
-    asyncio.run(_admin(pg_dsn, f'CREATE DATABASE "{name}"'))
+    asyncio.run(execute(pg_dsn, f'CREATE DATABASE "{name}"'))
     try:
-        yield _replace_database(pg_dsn, name)
+        yield replace_database(pg_dsn, name)
     finally:
-        asyncio.run(_admin(pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(execute(pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

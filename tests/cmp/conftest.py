@@ -6,40 +6,24 @@ giving each its own tenant and sites (unique ids) instead of emptying tables.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cmp_support import Sites, cmp_settings, config_settings
+from pg_support import migrated_database
 
 from viz.cmp.app import create_app
 from viz.common.clock import ManualClock
 from viz.config.app import create_app as create_config_app
-from viz.migrations.postgres import migrate_postgres
-
-
-async def _execute(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
 def cmp_database(pg_dsn: str) -> Iterator[str]:
-    name = "t_cmp_" + uuid.uuid4().hex[:12]
-    asyncio.run(_execute(pg_dsn, f'CREATE DATABASE "{name}"'))
-    dsn = pg_dsn.rpartition("/")[0] + "/" + name
-    asyncio.run(migrate_postgres(dsn))
-    try:
+    with migrated_database(pg_dsn, "cmp") as dsn:
         yield dsn
-    finally:
-        asyncio.run(_execute(pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture

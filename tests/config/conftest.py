@@ -6,45 +6,28 @@ migration tests in tests/migrations are the ones that need a fresh database each
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
-import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from config_support import make_settings
+from pg_support import execute, migrated_database
 
 from viz.common.clock import ManualClock
 from viz.config.app import create_app
-from viz.migrations.postgres import migrate_postgres
-
-
-async def _execute(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture(scope="session")
 def config_database(pg_dsn: str) -> Iterator[str]:
-    name = "t_config_" + uuid.uuid4().hex[:12]
-    asyncio.run(_execute(pg_dsn, f'CREATE DATABASE "{name}"'))
-    dsn = pg_dsn.rpartition("/")[0] + "/" + name
-    asyncio.run(migrate_postgres(dsn))
-    try:
+    with migrated_database(pg_dsn, "config") as dsn:
         yield dsn
-    finally:
-        asyncio.run(_execute(pg_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 async def config_dsn(config_database: str) -> str:
     """The DSN of the migrated test database, with no tenants, sites or tokens in it."""
-    await _execute(config_database, "TRUNCATE api_tokens, sites, tenants CASCADE")
+    await execute(config_database, "TRUNCATE api_tokens, sites, tenants CASCADE")
     return config_database
 
 
