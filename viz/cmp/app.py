@@ -6,7 +6,6 @@ behind the :class:`SiteDirectory` (sites from viz-config's internal API).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -29,6 +28,7 @@ from viz.cmp.models import MAX_BODY_BYTES
 from viz.cmp.settings import CmpSettings
 from viz.cmp.store import ConsentStore, open_pool
 from viz.common.clock import Clock, SystemClock
+from viz.common.pg import close_pool
 from viz.common.site_directory import SiteDirectory
 from viz.common.web import METRICS_KEY, READY_CHECKS_KEY, create_base_app
 
@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 SETTINGS_KEY = web.AppKey("viz_cmp_settings", CmpSettings)
 
-_POOL_CLOSE_TIMEOUT_S = 10.0
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
@@ -45,11 +44,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     app[STORE_KEY] = store
     app[READY_CHECKS_KEY]["postgres"] = store.ping
     yield
-    try:
-        await asyncio.wait_for(pool.close(), timeout=_POOL_CLOSE_TIMEOUT_S)
-    except TimeoutError:
-        log.warning("PostgreSQL pool did not close in %ss; terminating it", _POOL_CLOSE_TIMEOUT_S)
-        pool.terminate()
+    await close_pool(pool)
 
 
 async def _sites(app: web.Application) -> AsyncIterator[None]:

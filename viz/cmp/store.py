@@ -3,77 +3,32 @@
 A decision is one transaction: lock the (bid, tid) pair, read the previous tier, upsert
 ``consent_records``, append to ``consent_ledger``. If the ledger row cannot be written the
 current state is not changed either: no consent is ever in force without its proof.
-Parameters are always bound; a lost or refused connection becomes :class:`StoreUnavailable`
+Parameters are always bound; a lost or refused connection becomes :class:`viz.common.pg.StoreUnavailable`
 (HTTP 503), never a 500.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 
 from viz.cmp.models import Choice, CurrentConsent, Recorded, UnknownSite, ledger_method
-from viz.common.errors import UnavailableError
+from viz.common.pg import guarded
+from viz.common.pg import open_pool as open_common_pool
 from viz.common.settings import PostgresSettings
-from viz.common.web import ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
-_COMMAND_TIMEOUT_S = 10.0
 # An arbitrary namespace for the per-(bid, tid) transaction lock; only has to differ from
 # other advisory locks (the migration runner uses a 64-bit constant of its own).
 _LOCK_NAMESPACE = 0x636D70  # "cmp"
 
-_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-)
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-class StoreUnavailable(ServiceUnavailable, UnavailableError):
-    """PostgreSQL cannot be reached; the client should retry (503 with Retry-After)."""
-
-
-def _guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except asyncpg.DataError:
-            raise  # a bug in our parameters: a logged 500
-        except _OUTAGE_ERRORS as exc:
-            log.warning("PostgreSQL unavailable in %s: %s: %s", method.__name__,
-                        type(exc).__name__, exc)
-            raise StoreUnavailable("the consent database is unavailable; retry shortly") \
-                from exc
-    return wrapper
-
-
-def _create_pool(pg: PostgresSettings, min_size: int) -> Any:
-    return asyncpg.create_pool(pg.dsn, min_size=min_size, max_size=max(pg.pool_max, min_size),
-                               timeout=pg.connect_timeout_s, command_timeout=_COMMAND_TIMEOUT_S)
+_guarded = guarded("consent database")
 
 
 async def open_pool(pg: PostgresSettings) -> asyncpg.Pool:
-    """A pool; when PostgreSQL is down at start, one that connects on first use (unready)."""
-    try:
-        return await _create_pool(pg, pg.pool_min)
-    except _OUTAGE_ERRORS as exc:
-        log.warning("PostgreSQL unreachable at start (%s); connecting on first use",
-                    type(exc).__name__)
-        return await _create_pool(pg, 0)
+    return await open_common_pool(pg)
 
 
 _UPSERT = """

@@ -6,7 +6,6 @@ service token never opens the admin API and the admin token never reads secret k
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -14,6 +13,7 @@ from importlib import resources
 from aiohttp import web
 
 from viz.common.clock import Clock, SystemClock
+from viz.common.pg import close_pool
 from viz.common.web import READY_CHECKS_KEY, create_base_app
 from viz.config import handlers, tags
 from viz.config.handlers import OPENAPI_KEY, STORE_KEY
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 SETTINGS_KEY = web.AppKey("viz_config_settings", ConfigSettings)
 CLOCK_KEY = web.AppKey("viz_config_clock", Clock)
 
-_POOL_CLOSE_TIMEOUT_S = 10.0
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
@@ -36,11 +35,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
     app[STORE_KEY] = store
     app[READY_CHECKS_KEY]["postgres"] = store.ping
     yield
-    try:
-        await asyncio.wait_for(pool.close(), timeout=_POOL_CLOSE_TIMEOUT_S)
-    except TimeoutError:
-        log.warning("PostgreSQL pool did not close in %ss; terminating it", _POOL_CLOSE_TIMEOUT_S)
-        pool.terminate()
+    await close_pool(pool)
 
 
 def _admin_app(settings: ConfigSettings) -> web.Application:

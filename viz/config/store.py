@@ -1,30 +1,28 @@
 """All of viz-config's SQL: sites, tenants and API tokens in PostgreSQL, through an asyncpg pool.
 
 Parameters are always bound. Timestamps come from the injected clock, so key expiry can be tested
-by moving a ``ManualClock``. A lost or refused connection becomes :class:`StoreUnavailable`
+by moving a ``ManualClock``. A lost or refused connection becomes :class:`viz.common.pg.StoreUnavailable`
 (HTTP 503), never a 500: the pool reconnects by itself once PostgreSQL is back.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
-import json
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import asyncpg
 
 from viz.common.clock import Clock
-from viz.common.errors import UnavailableError
+from viz.common.pg import guarded
+from viz.common.pg import open_pool as open_common_pool
 from viz.common.settings import PostgresSettings
 from viz.common.sites import SiteRecord
-from viz.common.web import Conflict, ServiceUnavailable
+from viz.common.web import Conflict
 from viz.config.models import (
     ApiToken,
     InvalidField,
@@ -48,29 +46,6 @@ _DISPLAY_PREFIX_CHARS = len(TOKEN_PREFIX) + 8
 # Writing last_used_at on every analytics request would turn reads into writes; minute
 # precision is enough to tell a live token from a forgotten one.
 _LAST_USED_RESOLUTION = timedelta(seconds=60)
-_COMMAND_TIMEOUT_S = 10.0
-
-# Errors that mean "PostgreSQL is not reachable right now", as opposed to a bug in a query.
-_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,  # includes ConnectionDoesNotExistError
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, cannot connect now
-    asyncpg.exceptions.InsufficientResourcesError,  # too many connections, disk full
-    # A pooled connection the server dropped while idle fails its next query with one of these
-    # (before asyncpg has noticed the lost socket); the pool replaces it on release.
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-)
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-class StoreUnavailable(ServiceUnavailable, UnavailableError):
-    """PostgreSQL cannot be reached; the client should retry (503 with Retry-After)."""
-
-
 class SiteExists(Conflict):
     def __init__(self, sid: str) -> None:
         super().__init__(f"a site with sid {sid!r} already exists")
@@ -81,46 +56,11 @@ class TenantExists(Conflict):
         super().__init__(f"a tenant with tid {tid!r} already exists")
 
 
-def _guarded(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except asyncpg.DataError:
-            raise  # an InterfaceError too, but a bug in our parameters: let it be a logged 500
-        except _OUTAGE_ERRORS as exc:
-            log.warning("PostgreSQL unavailable in %s: %s: %s", method.__name__,
-                        type(exc).__name__, exc)
-            raise StoreUnavailable("the configuration database is unavailable; retry shortly") \
-                from exc
-    return wrapper
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    for kind in ("json", "jsonb"):
-        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads,
-                                  schema="pg_catalog")
-
-
-def _create_pool(pg: PostgresSettings, min_size: int) -> Any:
-    return asyncpg.create_pool(
-        pg.dsn, min_size=min_size, max_size=max(pg.pool_max, min_size),
-        timeout=pg.connect_timeout_s, command_timeout=_COMMAND_TIMEOUT_S, init=_init_connection,
-    )
+_guarded = guarded("configuration database")
 
 
 async def open_pool(pg: PostgresSettings) -> asyncpg.Pool:
-    """A connection pool; when PostgreSQL is down at start, one that connects on first use.
-
-    Starting anyway lets the service report itself unready (and answer 503) instead of
-    crash-looping, and it becomes ready on its own when PostgreSQL comes up.
-    """
-    try:
-        return await _create_pool(pg, pg.pool_min)
-    except _OUTAGE_ERRORS as exc:
-        log.warning("PostgreSQL unreachable at start (%s); connecting on first use",
-                    type(exc).__name__)
-        return await _create_pool(pg, 0)
+    return await open_common_pool(pg, json_codecs=True)
 
 
 def hash_token(plain: str) -> bytes:
