@@ -18,7 +18,14 @@ from aiohttp import web
 
 from viz.common.consent_cookie import BANNER_VERSION_RE, BID_RE
 from viz.common.sites import SID_RE, SiteRecord
-from viz.common.web import HttpError, NotFound
+from viz.common.web import (  # noqa: F401 - re-exported: the handlers use models.*
+    HttpError,
+    InvalidField,
+    MalformedJson,
+    NotFound,
+    UnsupportedMediaType,
+    read_json,
+)
 
 MAX_BODY_BYTES = 16 * 1024
 TIERS = (0, 1, 2)
@@ -32,26 +39,6 @@ NO_ORIGIN_SOURCE = "api"
 
 _BODY_FIELDS = ("sid", "bid", "tier", "banner_version", "method", "explicit")
 _JSON_TYPES = ("application/json", "text/plain")  # text/plain: navigator.sendBeacon
-
-
-class InvalidField(HttpError):
-    """A request field has the wrong type or value; ``field`` names it."""
-
-    status = 400
-    code = "invalid_field"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}", details={"field": field})
-
-
-class MalformedJson(HttpError):
-    status = 400
-    code = "malformed_json"
-
-
-class UnsupportedMediaType(HttpError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 class UnknownSite(NotFound):
@@ -97,24 +84,10 @@ class StatusQuery:
 
 async def read_body(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; ``text/plain`` is accepted so ``sendBeacon`` needs no preflight."""
-    if request.content_type not in _JSON_TYPES:
-        raise UnsupportedMediaType("send the body as application/json or text/plain JSON, not "
-                                   f"{request.content_type or 'nothing'}")
-    raw = await request.read()  # bounded by client_max_size (413 beyond)
-    if not raw:
-        raise MalformedJson("the request body is empty; expected a JSON object")
-    try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        text = str(exc)[:120] or type(exc).__name__
-        raise MalformedJson(f"the request body is not valid JSON: {text}") from None
+    body = await read_json(request, _JSON_TYPES)
     if not isinstance(body, dict):
         raise InvalidField("$", "the request body must be a JSON object")
     return body
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def parse_sid(value: Any, name: str = "sid") -> str:

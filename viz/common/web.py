@@ -8,6 +8,7 @@ responses themselves.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -47,6 +48,51 @@ class HttpError(VizError):
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         error.update(self.details)
         return {"error": error}
+
+
+class InvalidField(HttpError):
+    """A request field has the wrong type or value; ``field`` names it (``domains[2]``)."""
+
+    status = 400
+    code = "invalid_field"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", details={"field": field})
+
+
+class MalformedJson(HttpError):
+    status = 400
+    code = "malformed_json"
+
+
+class UnsupportedMediaType(HttpError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+def _reject_constant(name: str) -> Any:
+    # PostgreSQL's jsonb has no NaN or Infinity; refuse them here instead of failing on insert.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_json(request: web.Request,
+                    content_types: tuple[str, ...] = ("application/json",)) -> Any:
+    """The request body decoded as strict JSON (no NaN/Infinity), or a 415/400 saying why not.
+
+    The size is bounded by the application's ``client_max_size`` (413 beyond).
+    """
+    if request.content_type not in content_types:
+        raise UnsupportedMediaType(f"send the body as {' or '.join(content_types)}, not "
+                                   f"{request.content_type or 'nothing'}")
+    raw = await request.read()
+    if not raw:
+        raise MalformedJson("the request body is empty; expected a JSON object")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        text = str(exc) or type(exc).__name__
+        text = text if len(text) <= 120 else text[:117] + "..."
+        raise MalformedJson(f"the request body is not valid JSON: {text}") from None
 
 
 class NotFound(HttpError):

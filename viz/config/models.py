@@ -18,7 +18,14 @@ from typing import Any
 from aiohttp import web
 
 from viz.common.sites import DEFAULT_FEATURES, FEATURES, SID_RE, TID_RE
-from viz.common.web import HttpError, NotFound
+from viz.common.web import (  # noqa: F401 - re-exported: the handlers use models.*
+    HttpError,
+    InvalidField,
+    MalformedJson,
+    NotFound,
+    UnsupportedMediaType,
+    read_json,
+)
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_NAME_CHARS = 200
@@ -29,26 +36,6 @@ MAX_CONFIG_DEPTH = 16
 
 # A DNS label in its ASCII (A-label) form; IDNA input is converted to it first.
 _LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-
-
-class InvalidField(HttpError):
-    """A request field has the wrong type or value; ``field`` names it (``domains[2]``)."""
-
-    status = 400
-    code = "invalid_field"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}", details={"field": field})
-
-
-class MalformedJson(HttpError):
-    status = 400
-    code = "malformed_json"
-
-
-class UnsupportedMediaType(HttpError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 class SiteNotFound(NotFound):
@@ -190,30 +177,6 @@ class NewTenant:
 class NewToken:
     name: str
     site_ids: tuple[str, ...]
-
-
-def _reject_constant(name: str) -> Any:
-    # PostgreSQL's jsonb has no NaN or Infinity; refuse them here instead of failing on insert.
-    raise ValueError(f"{name} is not valid JSON")
-
-
-async def read_json(request: web.Request) -> Any:
-    """The request body decoded as strict JSON, or a 415/400 saying what is wrong with it."""
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(
-            f"send the body as application/json, not {request.content_type or 'nothing'}")
-    raw = await request.read()  # bounded by the application's client_max_size (413 beyond)
-    if not raw:
-        raise MalformedJson("the request body is empty; expected a JSON object")
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise MalformedJson(f"the request body is not valid JSON: {_short(exc)}") from None
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _object(body: Any, allowed: tuple[str, ...], *, read_only: tuple[str, ...] = ()) -> dict:
