@@ -10,11 +10,18 @@ fresh chDB path and consumer group) until ``count()`` on ``traffic`` equals N. T
 times the loop's calls (consume, ClickHouse inserts, commits) so the report can say where the
 time went; ``--profile`` adds a py-spy run (py-spy from PATH or ``--py-spy``) and a text summary.
 Results: a table on stdout and JSON in ``--workdir``. Bounded everywhere: every wait has a deadline.
+
+Before/after in one run: ``--variant NAME=PYTHONPATH:GC`` (repeatable) runs every (batch, rep)
+once per variant, interleaved, against the same pre-produced topic. PYTHONPATH points the child
+at another copy of ``viz/`` (empty: this tree; e.g. a copy taken before a change); GC is
+``tuned`` (``viz.consumer.runner.tune_gc()`` after startup, as ``viz serve consumer`` does) or
+``default``. Without ``--variant`` one variant runs: this tree, ``tuned``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import shutil
@@ -87,26 +94,39 @@ def topic_size(bootstrap: str) -> tuple[int, list[int]]:
     return sum(highs), highs
 
 
+def parse_variant(text: str) -> tuple[str, str, str]:
+    name, _, rest = text.partition("=")
+    pythonpath, _, gc_mode = rest.rpartition(":")
+    if not name or gc_mode not in ("tuned", "default"):
+        raise SystemExit(f"--variant {text!r}: expected NAME=PYTHONPATH:tuned|default")
+    return name, pythonpath, gc_mode
+
+
 def run_child(args: argparse.Namespace, bootstrap: str, batch: int, rep: int,
-              profile: str | None) -> dict[str, Any]:
-    chdb_path = Path(args.workdir) / f"chdb-{batch}-{rep}-{os.getpid()}"
+              profile: str | None, variant: tuple[str, str, str] = ("now", "", "tuned"),
+              ) -> dict[str, Any]:
+    name, pythonpath, gc_mode = variant
+    chdb_path = Path(args.workdir) / f"chdb-{name}-{batch}-{rep}-{os.getpid()}"
     shutil.rmtree(chdb_path, ignore_errors=True)
     cmd = ["taskset", "-c", str(args.cpu), sys.executable, str(Path(__file__).resolve()),
            "--child", "--bootstrap", bootstrap, "--events", str(args.events),
            "--batch-size", str(batch), "--flush-interval-s", str(args.flush_interval_s),
-           "--chdb", str(chdb_path), "--group", f"bench-{batch}-{rep}-{time.time_ns()}",
-           "--timeout-s", str(args.timeout_s)]
+           "--chdb", str(chdb_path), "--group", f"bench-{name}-{batch}-{rep}-{time.time_ns()}",
+           "--timeout-s", str(args.timeout_s), "--gc", gc_mode]
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
     if profile:
         # py-spy samples from the other core so it does not steal the consumer's.
         cmd = ["taskset", "-c", str(1 - args.cpu if args.cpu in (0, 1) else 0), args.py_spy,
                "record", "--native", "-r", "200", "-f", "raw", "-o", profile, "--"] + cmd
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s + 120,
-                         check=False)
+                         check=False, env=env)
     shutil.rmtree(chdb_path, ignore_errors=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
         raise RuntimeError(f"consumer child failed ({out.returncode}): {out.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    return {**json.loads(lines[-1]), "variant": name}
 
 
 # ---------------------------------------------------------------- child: one consumer process
@@ -187,6 +207,13 @@ def child(args: argparse.Namespace) -> None:
     loop = build_loop(settings, TimedClient(client, totals), clock=SystemClock(),
                       registry=registry)
     loop.consumer = TimedConsumer(loop.consumer, totals, marks)
+    if args.gc == "tuned":
+        from viz.consumer.runner import tune_gc
+
+        tune_gc()
+    import viz
+
+    gc_counts0 = [g["collections"] for g in gc.get_stats()]
 
     def inserted() -> float:
         return registry.get_sample_value("viz_consumer_events_total") or 0.0
@@ -236,6 +263,9 @@ def child(args: argparse.Namespace) -> None:
         "ev_per_s_steady_10_90": rate_between(0.1, 0.9),
         "cpu_s": cpu, "ev_per_cpu_s": n / cpu,
         "flushes": int(flush_hist[0].value) if flush_hist else 0,
+        "gc": args.gc, "gc_collections": [g["collections"] - c0 for g, c0
+                                           in zip(gc.get_stats(), gc_counts0, strict=True)],
+        "viz": str(Path(viz.__file__).parent),
         **totals,
     }))
 
@@ -306,6 +336,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--chdb", help=argparse.SUPPRESS)
     parser.add_argument("--group", help=argparse.SUPPRESS)
+    parser.add_argument("--gc", default="tuned", choices=("tuned", "default"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME=PYTHONPATH:tuned|default, repeatable (see the docstring)")
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -328,16 +362,20 @@ def main() -> None:
         print(f"produced {produced['acked']} events (all acknowledged) in "
               f"{produced['produce_s']:.1f} s (not measured); high watermarks {highs} "
               f"(sum {size}; Tansu undercounts by the last batch)", flush=True)
+        variants = [parse_variant(v) for v in args.variant] or [("now", "", "tuned")]
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             for rep in range(args.reps):
-                res = run_child(args, broker.bootstrap, batch, rep, None)
-                results.append(res)
-                print(f"batch {batch} rep {rep}: {res['ev_per_s']:,.0f} ev/s "
-                      f"(steady {res['ev_per_s_steady_10_90']:,.0f}, incl. join "
-                      f"{res['ev_per_s_incl_join']:,.0f}; {res['ev_per_cpu_s']:,.0f} ev/CPU-s) "
-                      f"consume {res['consume_s']:.1f}s insert {res['insert_traffic_s']:.1f}s "
-                      f"ranges {res['insert_ranges_s']:.1f}s commit {res['commit_s']:.1f}s "
-                      f"of {res['wall_s']:.1f}s", flush=True)
+                for variant in variants:
+                    res = run_child(args, broker.bootstrap, batch, rep, None, variant)
+                    results.append(res)
+                    print(f"{variant[0]} batch {batch} rep {rep}: "
+                          f"{1e6 / res['ev_per_cpu_s']:.1f} CPU-µs/ev, gc {res['gc_collections']}, "
+                          f"{res['ev_per_s']:,.0f} ev/s "
+                          f"(steady {res['ev_per_s_steady_10_90']:,.0f}, incl. join "
+                          f"{res['ev_per_s_incl_join']:,.0f}; {res['ev_per_cpu_s']:,.0f} "
+                          f"ev/CPU-s) consume {res['consume_s']:.1f}s insert "
+                          f"{res['insert_traffic_s']:.1f}s ranges {res['insert_ranges_s']:.1f}s "
+                          f"commit {res['commit_s']:.1f}s of {res['wall_s']:.1f}s", flush=True)
         if args.profile:
             raw = workdir / "profile-batch1000.txt"
             res = run_child(args, broker.bootstrap, 1000, 99, str(raw))
@@ -351,11 +389,14 @@ def main() -> None:
         broker.stop()
         (workdir / "results.json").write_text(json.dumps(results, indent=1))
 
-    print("\n| batch | runs | ev/s (first msg → count = N) median [min–max] | steady 10–90 % | "
-          "ev/CPU-s | join s | consume % | insert traffic % | ranges+commit % |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        rs = [r for r in results if r["batch_size"] == batch and not r.get("profiled")]
+    print("\n| variant | batch | runs | CPU-µs/ev median [min–max] | ev/CPU-s | "
+          "ev/s (first msg → count = N) median [min–max] | steady 10–90 % | "
+          "join s | consume % | insert traffic % | ranges+commit % |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    names = list(dict.fromkeys(r["variant"] for r in results if not r.get("profiled")))
+    for batch, name in [(int(b), v) for b in args.batch_sizes.split(",") for v in names]:
+        rs = [r for r in results if r["batch_size"] == batch and r["variant"] == name
+              and not r.get("profiled")]
         if not rs:
             continue
         med = statistics.median
@@ -363,10 +404,13 @@ def main() -> None:
         def pct(key: str, rows: list[dict[str, Any]] = rs) -> float:
             return statistics.median(100 * r[key] / r["wall_s"] for r in rows)
 
-        print(f"| {batch} | {len(rs)} | {med(r['ev_per_s'] for r in rs):,.0f} "
+        us = [1e6 / r["ev_per_cpu_s"] for r in rs]
+        print(f"| {name} | {batch} | {len(rs)} | {med(us):.1f} [{min(us):.1f}–{max(us):.1f}] | "
+              f"{med(r['ev_per_cpu_s'] for r in rs):,.0f} | "
+              f"{med(r['ev_per_s'] for r in rs):,.0f} "
               f"[{min(r['ev_per_s'] for r in rs):,.0f}–{max(r['ev_per_s'] for r in rs):,.0f}] | "
               f"{med(r['ev_per_s_steady_10_90'] for r in rs):,.0f} | "
-              f"{med(r['ev_per_cpu_s'] for r in rs):,.0f} | {med(r['join_s'] for r in rs):.1f} | "
+              f"{med(r['join_s'] for r in rs):.1f} | "
               f"{pct('consume_s'):.0f} | {pct('insert_traffic_s'):.0f} | "
               f"{med(100 * (r['insert_ranges_s'] + r['commit_s']) / r['wall_s'] for r in rs):.0f} |")
 

@@ -143,7 +143,7 @@ async def test_overview_counts_pageviews_visitors_hits_exits_and_active_time(
     # The Googlebot pageview is not a visitor's; the shop site's pageview is another site's.
     assert (body["pageviews"], body["visitors"], body["hits"], body["exits"],
             body["active_ms"]) == (4, 3, 1, 1, 5000)
-    assert body["source"] == "pageviews_hourly"
+    assert body["source"] == "site_hourly"
 
 
 async def test_an_unaligned_range_scans_traffic_and_agrees_with_the_view(
@@ -161,6 +161,7 @@ async def test_timeseries_fills_empty_buckets_in_the_requested_time_zone(
                              interval="hour", tz="Europe/Paris",
                              **{"from": "2026-11-20", "to": "2026-11-20"})
     assert status == 200, body
+    assert body["source"] == "site_hourly"  # Paris is a whole-hour offset from UTC
     points = {p["t"]: p["pageviews"] for p in body["points"]}
     assert len(points) == 24  # a whole local day, zeros included
     # 10:05 and 10:40 UTC are 11:xx in Paris; 11:10 UTC is 12:10.
@@ -177,6 +178,7 @@ async def test_pages_are_ranked_by_pageviews_with_the_query_string_stripped(
         api: TestClient, token: str) -> None:
     status, body = await get(api, "/analytics/pages", token, **RANGE, limit="2")
     assert status == 200
+    assert body["source"] == "pageviews_hourly"
     assert [(p["path"], p["pageviews"], p["visitors"], p["active_ms"], p["exits"])
             for p in body["pages"]] == [("/a", 2, 2, 5000, 0), ("/b", 1, 1, 0, 1)]
 

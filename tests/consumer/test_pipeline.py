@@ -94,6 +94,19 @@ def assert_views_match_raw(client: Any, db: str) -> None:
         f"ORDER BY site_id, hour, path"
     ).result_rows
     assert view == raw
+    # The site rollup must equal the raw table directly (not just the per-path view summed).
+    raw_site = client.query(
+        f"SELECT site_id, toStartOfHour(ts) h, countIf(event_type='pageview'), "
+        f"countIf(event_type='hit'), sumIf(active_ms, event_type='active'), "
+        f"countIf(event_type='exit'), uniqExactIf(bid, bid != '' AND event_type='pageview') "
+        f"FROM {db}.traffic WHERE is_bot = 0 GROUP BY site_id, h ORDER BY site_id, h"
+    ).result_rows
+    view_site = client.query(
+        f"SELECT site_id, hour, sum(pageviews), sum(hits), sum(active_ms), sum(exits), "
+        f"uniqMerge(visitors) FROM {db}.site_hourly GROUP BY site_id, hour "
+        f"ORDER BY site_id, hour"
+    ).result_rows
+    assert raw_site and view_site == raw_site
     raw_ref = client.query(
         f"SELECT site_id, toDate(ts) d, medium, source, countIf(event_type='pageview'), "
         f"countIf(event_type='hit') FROM {db}.traffic WHERE is_bot = 0 "
@@ -179,7 +192,7 @@ def test_negative_control_without_dedup_the_oracle_sees_double_counts(
         settings: ConsumerSettings, clickhouse_client: Any) -> None:
     db = settings.clickhouse.database
     # ClickHouse's default for non-replicated tables: deduplication off.
-    for table in ("traffic", "pageviews_hourly", "referrers_daily"):
+    for table in ("traffic", "pageviews_hourly", "referrers_daily", "site_hourly"):
         clickhouse_client.command(
             f"ALTER TABLE {db}.{table} MODIFY SETTING non_replicated_deduplication_window = 0")
     events = golden_events()
@@ -200,6 +213,9 @@ def test_negative_control_without_dedup_the_oracle_sees_double_counts(
         f"SELECT uniqExactIf(event_id, event_type = 'pageview' AND is_bot = 0) "
         f"FROM {db}.traffic").result_rows[0][0]
     assert pageviews > raw_pageviews  # the view counted the replayed batch twice
+    site_pageviews = clickhouse_client.query(
+        f"SELECT sum(pageviews) FROM {db}.site_hourly").result_rows[0][0]
+    assert site_pageviews > raw_pageviews  # and so did the site rollup
 
 
 def test_poison_messages_go_to_the_dead_letter_topic_and_the_rest_flows(

@@ -21,18 +21,20 @@ def _rows(batch: int, n: int = 10) -> list[list[Any]]:
 
 
 def test_applies_from_empty_then_reruns_as_a_no_op(clickhouse_client: Any, ch_database: str) -> None:
-    assert migrate_clickhouse(clickhouse_client, ch_database) == ["0001_traffic"]
+    assert migrate_clickhouse(clickhouse_client, ch_database) == ["0001_traffic",
+                                                                  "0002_site_hourly"]
     assert migrate_clickhouse(clickhouse_client, ch_database) == []
     tables = {row[0] for row in clickhouse_client.query(
         "SELECT name FROM system.tables WHERE database = {db:String}",
         parameters={"db": ch_database}).result_rows}
-    assert {"traffic", "pageviews_hourly", "referrers_daily", "mv_pageviews_hourly",
-            "mv_referrers_daily", "schema_migrations"} <= tables
+    assert {"traffic", "pageviews_hourly", "referrers_daily", "site_hourly",
+            "mv_pageviews_hourly", "mv_referrers_daily", "mv_site_hourly",
+            "schema_migrations"} <= tables
 
 
 def test_every_table_has_deduplication_switched_on(clickhouse_client: Any, ch_database: str) -> None:
     migrate_clickhouse(clickhouse_client, ch_database)
-    for table in ("traffic", "pageviews_hourly", "referrers_daily"):
+    for table in ("traffic", "pageviews_hourly", "referrers_daily", "site_hourly"):
         ddl = clickhouse_client.query(f"SHOW CREATE TABLE {ch_database}.{table}").result_rows[0][0]
         assert "non_replicated_deduplication_window = 10000" in ddl, table
 
@@ -47,7 +49,7 @@ def test_a_replayed_batch_counts_once_in_the_table_and_the_views(
                              settings={"insert_deduplication_token": "raw-0-0", **DEDUP})
     assert clickhouse_client.query(
         f"SELECT count(), uniq(bid) FROM {ch_database}.traffic").result_rows == [(30, 6)]
-    for view in ("pageviews_hourly", "referrers_daily"):
+    for view in ("pageviews_hourly", "referrers_daily", "site_hourly"):
         clickhouse_client.command(f"OPTIMIZE TABLE {ch_database}.{view} FINAL")
         # Merged rows must keep summing pageviews and merging (not picking) visitor states.
         assert clickhouse_client.query(

@@ -1,9 +1,10 @@
 """The reporting queries. Every parameter is bound; identifiers come from settings only.
 
-The views hold UTC hours (``pageviews_hourly``) and UTC days (``referrers_daily``). A query
-whose range is aligned to those buckets reads the view; any other range (a time zone with a
-half-hour offset, a range starting mid-hour) scans ``traffic`` instead, so answers are always
-exact. Calls block: handlers run them in a thread pool.
+The views hold UTC hours (``site_hourly`` per site, ``pageviews_hourly`` per site and path) and
+UTC days (``referrers_daily``). A query whose range is aligned to those buckets reads the
+smallest view that answers it (site totals never merge per-path rows); any other range (a time
+zone with a half-hour offset, a range starting mid-hour) scans ``traffic`` instead, so answers
+are always exact. Calls block: handlers run them in a thread pool.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class Reports:
     def overview(self, q: Query) -> Result:
         if _hour_aligned(q.start) and _hour_aligned(q.end):
             sql = (f"SELECT sum(pageviews), uniqMerge(visitors), sum(hits), sum(exits), "
-                   f"sum(active_ms) FROM {self.db}.pageviews_hourly WHERE {_VIEW_FILTER}")
-            return Result(self._query(sql, q), "pageviews_hourly")
+                   f"sum(active_ms) FROM {self.db}.site_hourly WHERE {_VIEW_FILTER}")
+            return Result(self._query(sql, q), "site_hourly")
         sql = (f"SELECT countIf(event_type = 'pageview'), "
                f"uniqIf(bid, bid != '' AND event_type = 'pageview'), countIf(event_type = 'hit'), "
                f"countIf(event_type = 'exit'), sumIf(active_ms, event_type = 'active') "
@@ -69,9 +70,9 @@ class Reports:
         if _hour_aligned(q.start) and _hour_aligned(q.end) and _whole_hour_offsets(q):
             sql = (f"SELECT toString({bucket_fn}(toTimeZone(hour, {{tz:String}}))) AS bucket, "
                    f"sum(pageviews), uniqMerge(visitors), sum(active_ms) "
-                   f"FROM {self.db}.pageviews_hourly WHERE {_VIEW_FILTER} "
+                   f"FROM {self.db}.site_hourly WHERE {_VIEW_FILTER} "
                    f"GROUP BY bucket ORDER BY bucket")
-            return Result(self._query(sql, q, tz=q.tz), "pageviews_hourly")
+            return Result(self._query(sql, q, tz=q.tz), "site_hourly")
         sql = (f"SELECT toString({bucket_fn}(toTimeZone(ts, {{tz:String}}))) AS bucket, "
                f"countIf(event_type = 'pageview'), "
                f"uniqIf(bid, bid != '' AND event_type = 'pageview'), "

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from viz.common.clock import SystemClock
 from viz.common.logging import setup_logging
-from viz.consumer.runner import build_loop
+from viz.consumer.runner import build_loop, tune_gc
 from viz.consumer.settings import ConsumerSettings
 from viz.migrations.clickhouse import migrate_clickhouse
 
@@ -32,6 +32,7 @@ def run(environ: Mapping[str, str]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     loop = build_loop(settings, client, clock=SystemClock(), registry=CollectorRegistry())
+    tune_gc()
     log.info("viz-consumer: group %s on %s", settings.group_id, settings.kafka.topic_raw)
     loop.run(stop)
     log.info("viz-consumer: stopped")

@@ -115,12 +115,20 @@ def _classify_referrer(referrer: str) -> tuple[str, str]:
 
 
 def attribute(path: str, referrer: str, page_host: str = "") -> Attribution:
-    """Medium and source of one event from its path's query string and its referrer.
+    """Medium and source of one event from its path's query string and its referrer."""
+    return attribution(path.partition("?")[2], referrer, page_host)
+
+
+# Keyed on the query string, not the path: most events have none, so (query, referrer) pairs
+# repeat far more than paths do. Keys are at most 2 × 2048 characters (the payload limits):
+# 16k entries bound the cache to tens of MB even when every event is new.
+@lru_cache(maxsize=16_384)
+def attribution(query: str, referrer: str, page_host: str = "") -> Attribution:
+    """Medium and source from a query string (without ``?`` or ``#``) and a referrer.
 
     Precedence: ad click ids, then UTM parameters, then the referrer. A referrer on the page's
     own host is ``internal`` (navigation, not acquisition); no referrer at all is ``direct``.
     """
-    query = path.partition("?")[2]
     params = {k.lower(): v for k, v in parse_qsl(query)} if query else {}
     utm = {k: params.get("utm_" + k, "")[:256] for k in ("source", "medium", "campaign", "term",
                                                        "content")}

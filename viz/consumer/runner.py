@@ -8,6 +8,7 @@ batches (the next owner replays them from the recorded range).
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from viz._fast.envelope import decode_envelope
 from viz._fast.errors import EnvelopeError, UnknownVersion
 from viz.common.clock import Clock
 from viz.consumer.batch import Batch, SeenIds
-from viz.consumer.enrich import agent, attribute
+from viz.consumer.enrich import agent, attribution
 from viz.consumer.settings import ConsumerSettings
 from viz.consumer.writer import ClickHouseWriter, WriteError
 
@@ -79,9 +80,8 @@ def event_row(msg_value: bytes, partition: int, offset: int) -> tuple[str, list[
     """Decode and enrich one message into a ``traffic`` row (raises EnvelopeError)."""
     env = decode_envelope(msg_value)
     ua = agent(env.ua)
-    path, _, _ = env.p.partition("#")
-    attr = attribute(path, env.r or "")
-    path = path.partition("?")[0]
+    path, _, query = env.p.partition("#")[0].partition("?")
+    attr = attribution(query, env.r or "")
     row = [
         env.eid, env.sid, env.tid, min(max(env.ts, 0), _MAX_TS_MS),
         min(max(env.cts, 0), _MAX_TS_MS), env.t, path, env.title or "", env.n or "",
@@ -307,6 +307,16 @@ class ConsumerLoop:
         if left:
             log.warning("stopping with %d uncommitted events; they will be consumed again", left)
         self.consumer.close()
+
+
+def tune_gc(young_threshold: int = 50_000) -> None:
+    """Call once, after startup: the loop allocates several short-lived containers per event
+    and CPython's default collects the young generation every 700 of them; the modules and
+    caches loaded so far are moved out of the collector's sight so full collections skip them."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(young_threshold, older, oldest)
 
 
 def kafka_consumer_config(settings: ConsumerSettings) -> dict[str, Any]:

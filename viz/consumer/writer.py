@@ -26,6 +26,8 @@ COLUMNS = (
 
 # Replayed blocks must also be dropped by the views fed from `traffic`, or they double.
 _INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+_RANGE_COLUMNS = ("topic", "partition", "first_offset", "last_offset", "recorded_ns")
+_RANGE_TYPES = ("String", "UInt32", "Int64", "Int64", "UInt64")  # as created below
 
 
 class WriteError(UnavailableError):
@@ -39,6 +41,9 @@ class ClickHouseWriter:
         self.client = client
         self.database = database
         self._lock = lock or nullcontext()
+        # clickhouse-connect runs DESCRIBE TABLE before every insert unless given the types;
+        # read them once, on the first write (ClickHouse may be down when the loop starts).
+        self._traffic_types: list[str] | None = None
 
     def ensure_state_table(self) -> None:
         with self._lock:
@@ -62,26 +67,36 @@ class ClickHouseWriter:
             raise WriteError(f"reading consumer ranges failed: {type(exc).__name__}") from exc
         return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
+    def _column_types(self) -> list[str]:
+        """The ``traffic`` types of COLUMNS, read once (call under the lock)."""
+        if self._traffic_types is None:
+            rows = self.client.query(f"DESCRIBE TABLE {self.database}.traffic").result_rows
+            types = {str(row[0]): str(row[1]) for row in rows}
+            self._traffic_types = [types[name] for name in COLUMNS]
+        return self._traffic_types
+
     def write(self, batch: Batch, recorded_ns: int,
               before_insert: Callable[[], None] = lambda: None) -> None:
         """Record the batch's range, then insert its rows with the range's dedup token."""
         try:
             with self._lock:
+                types = self._column_types() if batch.rows else []
                 self.client.insert(
                     f"{self.database}.consumer_ranges",
                     [[batch.topic, batch.partition, batch.first_offset, batch.last_offset,
                       recorded_ns]],
-                    column_names=["topic", "partition", "first_offset", "last_offset",
-                                  "recorded_ns"],
+                    column_names=_RANGE_COLUMNS, column_type_names=_RANGE_TYPES,
                     settings={"insert_deduplicate": 0},
                 )
                 before_insert()
                 if batch.rows:
                     self.client.insert(
                         f"{self.database}.traffic", list(zip(*batch.rows, strict=True)),
-                        column_names=COLUMNS, column_oriented=True,
+                        column_names=COLUMNS, column_type_names=types, column_oriented=True,
                         settings={**_INSERT_SETTINGS, "insert_deduplication_token": batch.token},
                     )
         except Exception as exc:
+            # The types are read again next time, in case a migration changed the table.
+            self._traffic_types = None
             raise WriteError(f"insert into ClickHouse failed: {type(exc).__name__}: "
                              f"{str(exc)[:200]}") from exc

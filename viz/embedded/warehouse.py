@@ -20,7 +20,7 @@ from viz.analytics.settings import AnalyticsSettings
 from viz.common.clock import SystemClock
 from viz.common.logging import setup_logging
 from viz.common.web import serve_app
-from viz.consumer.runner import build_loop
+from viz.consumer.runner import build_loop, tune_gc
 from viz.consumer.settings import ConsumerSettings
 from viz.migrations.clickhouse import migrate_clickhouse
 
@@ -43,6 +43,7 @@ def run(environ: Mapping[str, str]) -> None:
                       registry=CollectorRegistry(), lock=lock)
     stop_consumer = threading.Event()
     app = create_app(analytics_settings, client, lock=lock)
+    tune_gc()  # the consumer thread's allocations dominate this process too
 
     async def serve() -> None:
         stop_serving = asyncio.Event()
