@@ -78,13 +78,14 @@ _BOT_RE = re.compile(
 class Ingest:
     """The working state of one request while its steps run."""
 
-    __slots__ = ("request", "deps", "now_s", "sid", "tier", "site", "cors", "payload", "event",
-                 "bid", "set_cookie", "token", "exp", "values")
+    __slots__ = ("request", "deps", "now_s", "now_ms", "sid", "tier", "site", "cors", "payload",
+                 "event", "bid", "set_cookie", "token", "exp", "values")
 
     def __init__(self, request: Request, deps: PipelineDeps) -> None:
         self.request = request
         self.deps = deps
-        self.now_s = deps.clock.time()
+        self.now_s = now_s = deps.clock.time()
+        self.now_ms = int(now_s * 1000)
         self.sid = ""
         self.tier = 1
         # Set by the steps (or the app, for ``site``) before any later step reads them.
@@ -98,10 +99,6 @@ class Ingest:
         self.token = ""
         self.exp = 0
         self.values: list[bytes] = []
-
-    @property
-    def now_ms(self) -> int:
-        return int(self.now_s * 1000)
 
 
 Step = Callable[[Ingest], Drop | None]

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
-from viz.collect.request import Request, header_slot
+from viz.collect.request import SLOT_BY_NAME, Request
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _CONTENT_LENGTH = b"Content-Length: %d\r\n\r\n"
+_slot_of = SLOT_BY_NAME.get
 MAX_HEAD_BYTES = 65_536
 """Request line + headers. llhttp buffers a header until it is complete, so without this a
 client could grow one header without bound; a cookie-heavy parent domain still fits."""
@@ -217,8 +218,15 @@ class HttpProtocol(asyncio.Protocol):
         request.target = request.target + url if request.target else url  # type: ignore[union-attr]
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        slot = header_slot(name)
-        if slot is not None:
+        # Called for every header of every request: header_slot's lookup, inlined.
+        slot = _slot_of(name)
+        if slot is None:
+            if len(name) > 14:
+                return
+            slot = _slot_of(name.lower())
+            if slot is None:
+                return
+        if slot:  # "" is a known header collect skips
             setattr(self._request, slot, value)
 
     def on_headers_complete(self) -> None:
@@ -226,8 +234,12 @@ class HttpProtocol(asyncio.Protocol):
         request = self._request
         parser = self._parser
         request.method = parser.get_method()  # type: ignore[union-attr]
-        request.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
-        request.http_10 = parser.get_http_version() == "1.0"  # type: ignore[union-attr]
+        keep_alive = request.keep_alive = parser.should_keep_alive()  # type: ignore[union-attr]
+        # Only a kept-alive HTTP/1.0 request needs its version (its answer must say keep-alive),
+        # and llhttp keeps one alive only with a Connection header; get_http_version formats a
+        # string (~0.7 µs), so a request without that header is not asked.
+        if keep_alive and request.connection is not None:  # type: ignore[union-attr]
+            request.http_10 = parser.get_http_version() == "1.0"  # type: ignore[union-attr]
         length = request.content_length  # type: ignore[union-attr]
         if length is not None:
             try:

@@ -9,33 +9,39 @@ from __future__ import annotations
 from urllib.parse import unquote_plus
 
 # Header name (as sent, Title-Case or lower-case) -> Request slot. Other spellings fall back to
-# one ``.lower()``; headers not listed here are ignored.
+# one ``.lower()``; headers not listed here are ignored. The short headers every browser sends
+# but collect never reads map to "" (known, skipped), so they cost one lookup, not a lower().
 _CAPTURED = ("origin", "referer", "user-agent", "cookie", "content-length", "content-type",
-             "sec-gpc", "expect")
-_SLOT_BY_NAME: dict[bytes, str] = {}
-for _name in _CAPTURED:
-    _slot = _name.replace("-", "_")
-    _SLOT_BY_NAME[_name.encode()] = _slot
-    _SLOT_BY_NAME["-".join(p.capitalize() for p in _name.split("-")).encode()] = _slot
-    _SLOT_BY_NAME[_name.upper().encode()] = _slot
-_SLOT_BY_NAME[b"Sec-Gpc"] = "sec_gpc"
-_SLOT_BY_NAME[b"Sec-GPC"] = "sec_gpc"
-_SLOT_BY_NAME[b"User-agent"] = "user_agent"
+             "sec-gpc", "expect", "connection")
+_SKIPPED = ("host", "accept", "accept-encoding", "accept-language", "cache-control", "pragma",
+            "priority", "dnt", "te", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest",
+            "sec-ch-ua", "upgrade-insecure-requests", "keep-alive")
+SLOT_BY_NAME: dict[bytes, str] = {}
+"""Header name -> :class:`Request` slot, or "" for a known header that is skipped;
+:func:`header_slot` is the rule for reading it."""
+for _name in _CAPTURED + _SKIPPED:
+    _slot = _name.replace("-", "_") if _name in _CAPTURED else ""
+    SLOT_BY_NAME[_name.encode()] = _slot
+    SLOT_BY_NAME["-".join(p.capitalize() for p in _name.split("-")).encode()] = _slot
+    SLOT_BY_NAME[_name.upper().encode()] = _slot
+SLOT_BY_NAME[b"Sec-Gpc"] = "sec_gpc"
+SLOT_BY_NAME[b"Sec-GPC"] = "sec_gpc"
+SLOT_BY_NAME[b"User-agent"] = "user_agent"
 
 
 def header_slot(name: bytes) -> str | None:
     """The :class:`Request` attribute a header is kept in, or ``None`` to skip it."""
-    slot = _SLOT_BY_NAME.get(name)
+    slot = SLOT_BY_NAME.get(name)
     if slot is None and len(name) <= 14:
-        slot = _SLOT_BY_NAME.get(name.lower())
-    return slot
+        slot = SLOT_BY_NAME.get(name.lower())
+    return slot or None
 
 
 class Request:
     """Filled by the protocol, read by the handler; never mutated after dispatch."""
 
     __slots__ = ("method", "target", "origin", "referer", "user_agent", "cookie",
-                 "content_length", "content_type", "sec_gpc", "expect", "body",
+                 "content_length", "content_type", "sec_gpc", "expect", "connection", "body",
                  "keep_alive", "http_10")
 
     def __init__(self) -> None:
@@ -49,6 +55,7 @@ class Request:
         self.content_type: bytes | None = None
         self.sec_gpc: bytes | None = None
         self.expect: bytes | None = None
+        self.connection: bytes | None = None
         self.body = b""
         self.keep_alive = True
         self.http_10 = False
