@@ -93,6 +93,15 @@ class Site:
             assert time.monotonic() < deadline, f"numbers never arrived: {numbers}"
             time.sleep(0.25)
 
+    def referrers(self) -> list[tuple[str, str, int, int]]:
+        response = requests.get(f"{self.up.url('analytics')}/analytics/referrers",
+                                params={"site": self.sid},
+                                headers={"Authorization": f"Bearer {self.api_token}"},
+                                timeout=10)
+        assert response.status_code == 200, response.text
+        return [(r["medium"], r["source"], r["pageviews"], r["hits"])
+                for r in response.json()["referrers"]]
+
     def secret_key(self) -> bytes:
         service = {"Authorization": f"Bearer {self.up.service_token()}"}
         record = requests.get(f"{self.up.url('config')}/internal/sites/{self.sid}",
@@ -144,6 +153,9 @@ def test_accept_navigate_stay_and_leave_are_reported_exactly(platform: Up, page:
     assert (numbers["pageviews"], numbers["visitors"], numbers["exits"]) == (2, 1, 1)
     assert 1_000 <= numbers["active_ms"] <= 60_000
     assert numbers["hits"] == 1  # the anonymous pixel of the first page load
+    # The landing came with no referrer; the SPA step is navigation within the site, which is
+    # not acquisition and stays out of the referrers report.
+    assert site.referrers() == [("direct", "", 1, 1)]
 
 
 def test_decline_leaves_only_anonymous_hits_and_no_identifier(platform: Up, page: Page) -> None:

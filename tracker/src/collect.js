@@ -219,7 +219,7 @@
     var p = path();
     if (p === cur) return; // the same page again (replaceState of the query-less part, re-push)
     active();
-    push('pageview', { r: txt(cur === null ? d.referrer : prev, 2048), title: txt(d.title, 512) }, p);
+    push('pageview', { r: txt(viz.ref(cur === null ? d.referrer : prev), 2048), title: txt(d.title, 512) }, p);
     cur = p;
     prev = loc.href;
   }

@@ -101,6 +101,13 @@
       } catch (e) {}
       return null;
     },
+    // A referrer on this page's own host travels as a path: it marks navigation within the
+    // site (medium "internal" downstream); other referrers stay whole.
+    ref: function (u) {
+      var a = d.createElement('a');
+      a.href = u;
+      return u && a.hostname == d.location.hostname ? a.pathname.replace(/^\/?/, '/') + a.search : u;
+    },
     // A credentialed request; a text/plain body keeps it a simple CORS request (no preflight).
     // cb(status, text, xhr) gets status 0 on network errors and timeouts.
     x: function (method, url, body, cb) {
@@ -134,7 +141,7 @@
   if (cfg.urls && cfg.urls.collect) {
     l = cfg.urls.collect + '/hit?sid=' + cfg.sid +
       '&p=' + encodeURIComponent((e.pathname + l).slice(0, 2048)) +
-      '&r=' + encodeURIComponent(d.referrer.slice(0, 2048));
+      '&r=' + encodeURIComponent(viz.ref(d.referrer).slice(0, 2048));
     if (!(cap.beacon && probe(function () { return nav.sendBeacon(l); }))) new Image().src = l;
   }
 

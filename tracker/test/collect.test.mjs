@@ -13,6 +13,13 @@ function consented(opts = {}) {
 
 for (const minified of [false, true]) {
   describe(`collect.js (${minified ? 'minified' : 'source'})`, () => {
+    test('a referrer on the same host is sent as a path (navigation within the site)', () => {
+      const p = consented({ minified, referrer: 'https://www.news.example/front?page=2' });
+      p.clock.tick(1000);
+      const [view] = p.sent().filter((e) => e.t === 'pageview');
+      assert.equal(view.r, '/front?page=2');
+    });
+
     test('holds events until consent, then asks /init and sends them with the same ids', () => {
       const p = page({ modules: ['collect'], minified, storage: { viz_bid: BID } });
       p.viz.event('signup');
@@ -209,10 +216,11 @@ for (const minified of [false, true]) {
       const pvs = p.sent().filter((e) => e.t === 'pageview').map((e) => [e.p, e.r]);
       assert.deepEqual(pvs, [
         ['/article?id=1', 'https://www.google.com/'],
-        ['/two', 'https://www.news.example/article?id=1'],
-        ['/three?q=1', 'https://www.news.example/two'],
-        ['/two', 'https://www.news.example/three?q=1'],
-        ['/four', 'https://www.news.example/two'],
+        // Navigation within the site: the referrer is the previous path (medium "internal").
+        ['/two', '/article?id=1'],
+        ['/three?q=1', '/two'],
+        ['/two', '/three?q=1'],
+        ['/four', '/two'],
       ]);
     });
 

@@ -114,26 +114,27 @@ def _classify_referrer(referrer: str) -> tuple[str, str]:
     return ("referral", host)
 
 
-def attribute(path: str, referrer: str, page_host: str = "") -> Attribution:
+def attribute(path: str, referrer: str) -> Attribution:
     """Medium and source of one event from its path's query string and its referrer."""
-    return attribution(path.partition("?")[2], referrer, page_host)
+    return attribution(path.partition("?")[2], referrer)
 
 
 # Keyed on the query string, not the path: most events have none, so (query, referrer) pairs
 # repeat far more than paths do. Keys are at most 2 × 2048 characters (the payload limits):
 # 16k entries bound the cache to tens of MB even when every event is new.
 @lru_cache(maxsize=16_384)
-def attribution(query: str, referrer: str, page_host: str = "") -> Attribution:
+def attribution(query: str, referrer: str) -> Attribution:
     """Medium and source from a query string (without ``?`` or ``#``) and a referrer.
 
-    Precedence: ad click ids, then UTM parameters, then the referrer. A referrer on the page's
-    own host is ``internal`` (navigation, not acquisition); no referrer at all is ``direct``.
+    Precedence: ad click ids, then UTM parameters, then the referrer. The tracker sends a
+    referrer on the page's own host as a bare path: that is ``internal`` (navigation, not
+    acquisition); no referrer at all is ``direct``.
     """
     params = {k.lower(): v for k, v in parse_qsl(query)} if query else {}
     utm = {k: params.get("utm_" + k, "")[:256] for k in ("source", "medium", "campaign", "term",
                                                        "content")}
     referrer_host = _host(referrer)
-    if referrer_host and page_host and referrer_host == _host("//" + page_host):
+    if referrer.startswith("/") and not referrer.startswith("//"):
         medium, source = "internal", ""
     else:
         medium, source = _classify_referrer(referrer)
