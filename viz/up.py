@@ -220,7 +220,8 @@ class Platform:
     def stop(self) -> None:
         """Services first (they flush what they acknowledged), then the engines."""
         for proc in reversed(self.services):
-            proc.stop(timeout_s=60)
+            # Longer than the warehouse's drain (120 s): it is never killed mid-drain.
+            proc.stop(timeout_s=180)
         self.services.clear()
         self.kafka.stop()
         self.redis.stop()
