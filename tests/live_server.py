@@ -6,9 +6,12 @@ For tests whose client is synchronous (schemathesis calls the app over HTTP with
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
+import time
 from typing import Any
 
+import requests
 from aiohttp import web
 
 
@@ -40,3 +43,18 @@ class LiveServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+def wait_until_ready(url: str, process: subprocess.Popen[bytes], name: str,
+                     timeout_s: float = 20.0) -> None:
+    """Poll ``url/readyz`` until it answers 200; fail early if ``process`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{name} did not become ready"
+        time.sleep(0.1)

@@ -6,12 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import requests
 from cmp_support import ADMIN, COOKIE_SECRET, DOMAIN, ORIGIN, SERVICE_TOKEN, config_settings
-from live_server import LiveServer
+from live_server import LiveServer, wait_until_ready
 
 from viz.config.app import create_app as create_config_app
 from viz.embedded.process import free_port
@@ -33,16 +32,7 @@ def test_viz_serve_cmp_serves_until_sigterm_then_exits_cleanly(cmp_database: str
                                        "domains": [DOMAIN]})
         assert response.status_code == 201
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "viz-cmp did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(url, process, "viz-cmp")
         response = requests.post(f"{url}/cmp/consent", timeout=5, headers={"Origin": ORIGIN},
                                  json={"sid": sid, "tier": 1, "banner_version": "v1"})
         assert response.status_code == 200, response.text

@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
 from config_support import ADMIN, ADMIN_TOKEN, SERVICE_TOKEN
+from live_server import wait_until_ready
 
 from viz.common.web import HttpError
 from viz.config import commands
@@ -51,16 +51,7 @@ def test_serves_until_sigterm_then_exits_cleanly(config_dsn: str) -> None:
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "viz-config did not become ready"
-            time.sleep(0.1)
+        wait_until_ready(url, process, "viz-config")
         response = requests.post(f"{url}/admin/sites", headers=ADMIN, timeout=5,
                                  json={"sid": "news-main", "tid": "news"})
         assert response.status_code == 201
