@@ -10,15 +10,9 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, given, settings
 from live_server import LiveServer
+from openapi_support import check_operation
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from viz.analytics.app import create_app
 from viz.analytics.settings import AnalyticsSettings
@@ -32,8 +26,6 @@ pytestmark = pytest.mark.slow
 DOC = Path(__file__).parents[2] / "docs" / "api" / "analytics.openapi.yaml"
 ADMIN = "openapi-admin-token-0123456789ab"
 SERVICE = "openapi-service-token-0123456789"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
 
 
 @pytest.fixture
@@ -76,12 +68,4 @@ def test_every_report_conforms_to_the_document(live: tuple[str, str]) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     for operation in operations:
         for mode, examples in ((GenerationMode.POSITIVE, 25), (GenerationMode.NEGATIVE, 10)):
-            strategy = operation.as_strategy(generation_mode=mode)
-
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck))
-            @given(case=strategy)
-            def check(case: schemathesis.Case) -> None:
-                case.call_and_validate(base_url=url, headers=headers, checks=CHECKS, timeout=10)
-
-            check()
+            check_operation(operation, mode, url, headers, examples=examples)

@@ -17,17 +17,9 @@ import requests
 import schemathesis
 import yaml
 from cmp_support import ADMIN, DOMAIN, ORIGIN, cmp_settings, config_settings, fetch
-from hypothesis import HealthCheck, given, settings
 from live_server import LiveServer
+from openapi_support import check_operation
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from viz.cmp.app import create_app
 from viz.config.app import create_app as create_config_app
@@ -35,9 +27,6 @@ from viz.config.app import create_app as create_config_app
 pytestmark = pytest.mark.slow
 
 DOC = Path(__file__).parents[2] / "viz" / "cmp" / "openapi.yaml"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
-EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 12}
 
 
 @pytest.fixture(scope="module")
@@ -85,20 +74,10 @@ def _seed(case: schemathesis.Case, sid: str) -> schemathesis.Case:
 
 
 def _run(operation: Any, mode: GenerationMode, base_url: str, sid: str | None = None) -> None:
-    negative = mode is GenerationMode.NEGATIVE and bool(operation.body)
-    checks = CHECKS + ([negative_data_rejection] if negative else [])
     strategy = operation.as_strategy(generation_mode=mode)
     if sid is not None:
         strategy = strategy.map(lambda case: _seed(case, sid))
-
-    @settings(max_examples=EXAMPLES[mode], deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
-    @given(case=strategy)
-    def check(case: schemathesis.Case) -> None:
-        case.call_and_validate(base_url=base_url, headers={"Origin": ORIGIN}, checks=checks,
-                               timeout=10)
-
-    check()
+    check_operation(operation, mode, base_url, {"Origin": ORIGIN}, strategy=strategy)
 
 
 def test_every_operation_conforms_to_the_document(live_url: str, seeded_sid: tuple[str, str],

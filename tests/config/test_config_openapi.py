@@ -17,26 +17,15 @@ import requests
 import schemathesis
 import yaml
 from config_support import ADMIN, SERVICE, make_settings
-from hypothesis import HealthCheck, given, settings
 from live_server import LiveServer
+from openapi_support import check_operation
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    negative_data_rejection,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from viz.config.app import create_app
 
 pytestmark = pytest.mark.slow
 
 DOC = Path(__file__).parents[2] / "docs" / "api" / "config.openapi.yaml"
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance, response_headers_conformance]
-EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 12}
 SEEDED_SID = "seeded-site"
 
 
@@ -87,19 +76,8 @@ def _operation_label(operation: Any) -> str:
 def _run(operation: Any, mode: GenerationMode, base_url: str,
          path_parameters: dict[str, str] | None = None) -> None:
     headers = SERVICE if operation.path.startswith("/internal/") else ADMIN
-    # Invalid bodies must be refused; unknown query parameters and headers are ignored on
-    # purpose (as most HTTP APIs do), so the check is limited to operations with a body.
-    negative = mode is GenerationMode.NEGATIVE and bool(operation.body)
-    checks = CHECKS + ([negative_data_rejection] if negative else [])
-    strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
-
-    @settings(max_examples=EXAMPLES[mode], deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
-    @given(case=strategy)
-    def check(case: schemathesis.Case) -> None:
-        case.call_and_validate(base_url=base_url, headers=headers, checks=checks, timeout=10)
-
-    check()
+    check_operation(operation, mode, base_url, headers, strategy=operation.as_strategy(
+        generation_mode=mode, path_parameters=path_parameters))
 
 
 def test_every_operation_conforms_to_the_document(live_url: str, seeded_token_id: str) -> None:
