@@ -15,8 +15,6 @@ from urllib.parse import parse_qsl, urlsplit
 from referer_parser import Referer
 from ua_parser import parse as parse_ua
 
-MEDIA = ("direct", "internal", "search", "social", "email", "paid", "referral")
-
 # Clients that are not people's browsers. uap-core already marks crawlers as device "Spider";
 # these are the HTTP libraries and headless browsers it names but does not flag.
 _NON_HUMAN_FAMILIES = frozenset({
