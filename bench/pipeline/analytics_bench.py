@@ -112,6 +112,9 @@ SETTINGS insert_deduplicate = 0
 """
 
 
+ROLLUPS = ("pageviews_hourly", "pageviews_daily", "referrers_daily", "site_hourly")
+
+
 def seed(client: Any, workdir: Path, events: int, chunk: int) -> dict[str, Any]:
     from viz.migrations.clickhouse import migrate_clickhouse
 
@@ -126,11 +129,11 @@ def seed(client: Any, workdir: Path, events: int, chunk: int) -> dict[str, Any]:
     seeded_s = time.monotonic() - t0
     # The merged copy of the views, for the "optimised" numbers; viz itself stays as inserted.
     client.command("CREATE DATABASE IF NOT EXISTS viz_opt")
-    for table in ("pageviews_hourly", "referrers_daily", "site_hourly"):
+    for table in ROLLUPS:
         copy_merged(client, table)
     client.command("CREATE VIEW viz_opt.traffic AS SELECT * FROM viz.traffic")
     info = {"version": SEED_VERSION, "events": events, "seed_s": round(seeded_s, 1),
-            "seeded_at": dt.datetime.now(dt.UTC).isoformat(), "site_hourly": "filled by its view"}
+            "seeded_at": dt.datetime.now(dt.UTC).isoformat(), "rollups": "filled by their views"}
     (workdir / MARKER).write_text(json.dumps(info))
     return info
 
@@ -141,34 +144,21 @@ def copy_merged(client: Any, table: str) -> None:
     client.command(f"OPTIMIZE TABLE viz_opt.{table} FINAL")
 
 
-# What mv_site_hourly would have written had it existed during seeding (same SELECT).
-_BACKFILL_SITE_HOURLY = """
-INSERT INTO viz.site_hourly
-SELECT site_id, toStartOfHour(ts) AS hour, countIf(event_type = 'pageview') AS pageviews,
-    countIf(event_type = 'hit') AS hits, sumIf(toUInt64(active_ms), event_type = 'active')
-    AS active_ms, countIf(event_type = 'exit') AS exits,
-    uniqStateIf(bid, bid != '' AND event_type = 'pageview') AS visitors
-FROM viz.traffic WHERE is_bot = 0 GROUP BY site_id, hour
-SETTINGS insert_deduplicate = 0
-"""
-
-
 def upgrade(client: Any, workdir: Path, info: dict[str, Any]) -> dict[str, Any]:
-    """Bring data seeded by an older schema up to date: migrations added after seeding create
-    empty views (a view sees only later inserts), so they are backfilled from ``traffic`` once."""
+    """Bring data seeded under an older schema up to date: the migrations that rebuild views
+    backfill them from ``traffic`` themselves; the merged copies in ``viz_opt`` are redone."""
     from viz.migrations.clickhouse import migrate_clickhouse
 
+    t0 = time.monotonic()
     applied = migrate_clickhouse(client, "viz")
-    if "0002_site_hourly" in applied or not info.get("site_hourly"):
-        t0 = time.monotonic()
-        client.command("TRUNCATE TABLE IF EXISTS viz.site_hourly")
-        client.command(_BACKFILL_SITE_HOURLY)
-        client.command("DROP TABLE IF EXISTS viz_opt.site_hourly")
-        copy_merged(client, "site_hourly")
-        info = {**info, "site_hourly": f"backfilled from traffic in "
-                                       f"{time.monotonic() - t0:.1f} s"}
+    if applied:
+        for table in ROLLUPS:
+            client.command(f"DROP TABLE IF EXISTS viz_opt.{table}")
+            copy_merged(client, table)
+        info = {**info, "rollups": f"{', '.join(applied)} applied and viz_opt copied again in "
+                                   f"{time.monotonic() - t0:.1f} s"}
         (workdir / MARKER).write_text(json.dumps(info))
-        print(f"site_hourly: {info['site_hourly']}", flush=True)
+        print(f"rollups: {info['rollups']}", flush=True)
     return info
 
 
@@ -190,6 +180,7 @@ def cases(sites: list[str]) -> list[tuple[str, str, dict[str, str], int]]:
         ("timeseries hour 2 d", "timeseries", {"from": "2026-10-15", "to": "2026-10-16",
                                                 "interval": "hour"}, 200),
         ("pages 30 d (limit 10)", "pages", month, 200),
+        ("pages 30 local days, Europe/Berlin", "pages", {**month, "tz": "Europe/Berlin"}, 200),
         ("referrers 30 d (limit 10)", "referrers", month, 200),
         ("overview 30 d, unaligned (:30)", "overview", unaligned, 50),
         ("pages 30 d, unaligned (:30)", "pages", unaligned, 50),

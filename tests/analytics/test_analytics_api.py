@@ -178,9 +178,37 @@ async def test_pages_are_ranked_by_pageviews_with_the_query_string_stripped(
         api: TestClient, token: str) -> None:
     status, body = await get(api, "/analytics/pages", token, **RANGE, limit="2")
     assert status == 200
-    assert body["source"] == "pageviews_hourly"
+    assert body["source"] == "pageviews_daily"
     assert [(p["path"], p["pageviews"], p["visitors"], p["active_ms"], p["exits"])
             for p in body["pages"]] == [("/a", 2, 2, 5000, 0), ("/b", 1, 1, 0, 1)]
+
+
+async def test_pages_over_local_days_join_daily_and_hourly_rollups_exactly(
+        api: TestClient, token: str) -> None:
+    # Paris days 20-21 Nov are 19 Nov 23:00 to 21 Nov 23:00 UTC: the whole UTC day of the 20th
+    # comes from the daily rollup, the hours around it (the 21st's 09:30 pageview of /c) from
+    # the hourly one; the answer must equal a raw scan of the same range.
+    paris = {"site": "news-a", "tz": "Europe/Paris", "from": "2026-11-20", "to": "2026-11-21"}
+    status, body = await get(api, "/analytics/pages", token, **paris)
+    assert status == 200, body
+    assert body["source"] == "pageviews_daily+pageviews_hourly"
+    tiled = [(p["path"], p["pageviews"], p["visitors"], p["active_ms"], p["exits"])
+             for p in body["pages"]]
+    assert tiled == [("/a", 2, 2, 5000, 0), ("/b", 1, 1, 0, 1), ("/c", 1, 1, 0, 0)]
+    # One minute later at each end: not hour-aligned, so the raw table answers.
+    status, raw = await get(api, "/analytics/pages", token, site="news-a",
+                            **{"from": "2026-11-19T23:01:00+00:00",
+                               "to": "2026-11-21T23:01:00+00:00"})
+    assert raw["source"] == "traffic"
+    assert [(p["path"], p["pageviews"], p["visitors"], p["active_ms"], p["exits"])
+            for p in raw["pages"]] == tiled
+
+    # Within one UTC day there is no whole day: the hourly rollup alone.
+    status, body = await get(api, "/analytics/pages", token, site="news-a",
+                             **{"from": "2026-11-20T10:00:00+00:00",
+                                "to": "2026-11-20T11:00:00+00:00"})
+    assert body["source"] == "pageviews_hourly"
+    assert [(p["path"], p["pageviews"]) for p in body["pages"]] == [("/a", 2)]
 
 
 async def test_referrers_group_by_medium_and_source(api: TestClient, token: str) -> None:

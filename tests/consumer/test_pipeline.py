@@ -90,7 +90,7 @@ def assert_views_match_raw(client: Any, db: str) -> None:
     ).result_rows
     view = client.query(
         f"SELECT site_id, hour, path, sum(pageviews), sum(hits), sum(active_ms), sum(exits), "
-        f"uniqMerge(visitors) FROM {db}.pageviews_hourly GROUP BY site_id, hour, path "
+        f"uniqCombinedMerge(12)(visitors) FROM {db}.pageviews_hourly GROUP BY site_id, hour, path "
         f"ORDER BY site_id, hour, path"
     ).result_rows
     assert view == raw
@@ -103,10 +103,22 @@ def assert_views_match_raw(client: Any, db: str) -> None:
     ).result_rows
     view_site = client.query(
         f"SELECT site_id, hour, sum(pageviews), sum(hits), sum(active_ms), sum(exits), "
-        f"uniqMerge(visitors) FROM {db}.site_hourly GROUP BY site_id, hour "
+        f"uniqCombinedMerge(12)(visitors) FROM {db}.site_hourly GROUP BY site_id, hour "
         f"ORDER BY site_id, hour"
     ).result_rows
     assert raw_site and view_site == raw_site
+    raw_daily = client.query(
+        f"SELECT site_id, toDate(ts) d, path, countIf(event_type='pageview'), "
+        f"countIf(event_type='hit'), sumIf(active_ms, event_type='active'), "
+        f"countIf(event_type='exit'), uniqExactIf(bid, bid != '' AND event_type='pageview') "
+        f"FROM {db}.traffic WHERE is_bot = 0 GROUP BY site_id, d, path ORDER BY site_id, d, path"
+    ).result_rows
+    view_daily = client.query(
+        f"SELECT site_id, day, path, sum(pageviews), sum(hits), sum(active_ms), sum(exits), "
+        f"uniqCombinedMerge(12)(visitors) FROM {db}.pageviews_daily GROUP BY site_id, day, path "
+        f"ORDER BY site_id, day, path"
+    ).result_rows
+    assert raw_daily and view_daily == raw_daily
     raw_ref = client.query(
         f"SELECT site_id, toDate(ts) d, medium, source, countIf(event_type='pageview'), "
         f"countIf(event_type='hit') FROM {db}.traffic WHERE is_bot = 0 "
@@ -192,7 +204,8 @@ def test_negative_control_without_dedup_the_oracle_sees_double_counts(
         settings: ConsumerSettings, clickhouse_client: Any) -> None:
     db = settings.clickhouse.database
     # ClickHouse's default for non-replicated tables: deduplication off.
-    for table in ("traffic", "pageviews_hourly", "referrers_daily", "site_hourly"):
+    for table in ("traffic", "pageviews_hourly", "pageviews_daily", "referrers_daily",
+                  "site_hourly"):
         clickhouse_client.command(
             f"ALTER TABLE {db}.{table} MODIFY SETTING non_replicated_deduplication_window = 0")
     events = golden_events()

@@ -21,20 +21,21 @@ def _rows(batch: int, n: int = 10) -> list[list[Any]]:
 
 
 def test_applies_from_empty_then_reruns_as_a_no_op(clickhouse_client: Any, ch_database: str) -> None:
-    assert migrate_clickhouse(clickhouse_client, ch_database) == ["0001_traffic",
-                                                                  "0002_site_hourly"]
+    assert migrate_clickhouse(clickhouse_client, ch_database) == [
+        "0001_traffic", "0002_site_hourly", "0003_rollups_uniq_combined"]
     assert migrate_clickhouse(clickhouse_client, ch_database) == []
     tables = {row[0] for row in clickhouse_client.query(
         "SELECT name FROM system.tables WHERE database = {db:String}",
         parameters={"db": ch_database}).result_rows}
-    assert {"traffic", "pageviews_hourly", "referrers_daily", "site_hourly",
-            "mv_pageviews_hourly", "mv_referrers_daily", "mv_site_hourly",
+    assert {"traffic", "pageviews_hourly", "pageviews_daily", "referrers_daily", "site_hourly",
+            "mv_pageviews_hourly", "mv_pageviews_daily", "mv_referrers_daily", "mv_site_hourly",
             "schema_migrations"} <= tables
 
 
 def test_every_table_has_deduplication_switched_on(clickhouse_client: Any, ch_database: str) -> None:
     migrate_clickhouse(clickhouse_client, ch_database)
-    for table in ("traffic", "pageviews_hourly", "referrers_daily", "site_hourly"):
+    for table in ("traffic", "pageviews_hourly", "pageviews_daily", "referrers_daily",
+                  "site_hourly"):
         ddl = clickhouse_client.query(f"SHOW CREATE TABLE {ch_database}.{table}").result_rows[0][0]
         assert "non_replicated_deduplication_window = 10000" in ddl, table
 
@@ -49,11 +50,32 @@ def test_a_replayed_batch_counts_once_in_the_table_and_the_views(
                              settings={"insert_deduplication_token": "raw-0-0", **DEDUP})
     assert clickhouse_client.query(
         f"SELECT count(), uniq(bid) FROM {ch_database}.traffic").result_rows == [(30, 6)]
-    for view in ("pageviews_hourly", "referrers_daily", "site_hourly"):
+    for view in ("pageviews_hourly", "pageviews_daily", "referrers_daily", "site_hourly"):
         clickhouse_client.command(f"OPTIMIZE TABLE {ch_database}.{view} FINAL")
         # Merged rows must keep summing pageviews and merging (not picking) visitor states.
         assert clickhouse_client.query(
-            f"SELECT sum(pageviews), uniqMerge(visitors) FROM {ch_database}.{view}"
+            f"SELECT sum(pageviews), uniqCombinedMerge(12)(visitors) FROM {ch_database}.{view}"
+        ).result_rows == [(30, 6)], view
+
+
+def test_the_rollup_rebuild_backfills_what_traffic_already_held(
+        clickhouse_client: Any, ch_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from viz.migrations import clickhouse as migrations
+
+    every = migrations.load_migrations()
+    monkeypatch.setattr(migrations, "load_migrations", lambda: every[:2])
+    migrate_clickhouse(clickhouse_client, ch_database)
+    for batch in range(2):
+        clickhouse_client.insert(f"{ch_database}.traffic", _rows(batch), column_names=COLUMNS,
+                                 settings={"insert_deduplication_token": f"raw-0-{batch}", **DEDUP})
+    monkeypatch.setattr(migrations, "load_migrations", lambda: every)
+    assert migrate_clickhouse(clickhouse_client, ch_database) == ["0003_rollups_uniq_combined"]
+    # Rows inserted before the rebuild count once; rows inserted after it flow through the views.
+    clickhouse_client.insert(f"{ch_database}.traffic", _rows(2), column_names=COLUMNS,
+                             settings={"insert_deduplication_token": "raw-0-2", **DEDUP})
+    for view in ("pageviews_hourly", "pageviews_daily", "referrers_daily", "site_hourly"):
+        assert clickhouse_client.query(
+            f"SELECT sum(pageviews), uniqCombinedMerge(12)(visitors) FROM {ch_database}.{view}"
         ).result_rows == [(30, 6)], view
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,6 +17,8 @@ from viz.analytics.tokens import TokenIntrospector
 from viz.common.clock import Clock
 from viz.common.errors import UnavailableError
 from viz.common.web import HttpError, ServiceUnavailable, Unauthorized
+
+log = logging.getLogger(__name__)
 
 REPORTS_KEY = web.AppKey("reports", Reports)
 TOKENS_KEY = web.AppKey("tokens", TokenIntrospector)
@@ -53,6 +56,8 @@ async def _run(request: web.Request, report: Callable[[Query], Result], q: Query
     try:
         return await loop.run_in_executor(request.app[EXECUTOR_KEY], report, q)
     except Exception as exc:
+        # The client gets the class only; the log gets ClickHouse's message (no secrets in it).
+        log.warning("%s for site %s failed: %s", report.__name__, q.site, exc)
         raise ServiceUnavailable(f"analytics store unavailable ({type(exc).__name__})") from exc
 
 

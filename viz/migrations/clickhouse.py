@@ -2,8 +2,10 @@
 
 The same SQL runs on the embedded chDB engine and on a ClickHouse server. Files hold several
 statements separated by ``;`` at the end of a line; ``{database}`` and ``{retention_days}`` are
-filled from settings (both validated here, never from user input). Every statement is written
-with ``IF NOT EXISTS`` so two runs racing each other converge to the same schema.
+filled from settings (both validated here, never from user input). Statements are written with
+``IF [NOT] EXISTS``, so a migration interrupted halfway can simply run again. A migration that
+rebuilds views (0003) backfills them from ``traffic`` and must run alone, with the consumers
+stopped (docs/decisions.md).
 """
 
 from __future__ import annotations
