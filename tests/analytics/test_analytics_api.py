@@ -143,7 +143,7 @@ async def test_overview_counts_pageviews_visitors_hits_exits_and_active_time(
     # The Googlebot pageview is not a visitor's; the shop site's pageview is another site's.
     assert (body["pageviews"], body["visitors"], body["hits"], body["exits"],
             body["active_ms"]) == (4, 3, 1, 1, 5000)
-    assert body["source"] == "site_hourly"
+    assert body["source"] == "site_daily"  # 20 and 21 November are whole UTC days
 
 
 async def test_a_range_shorter_than_its_whole_hours_scans_traffic(

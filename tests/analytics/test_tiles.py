@@ -127,11 +127,13 @@ def test_the_answer_names_the_tables_that_gave_it(clickhouse_client: Any, seeded
     reports = Reports(clickhouse_client, seeded)
     q = Query("s", at(0, 10, 17), at(2, 7, 45), "UTC", "day", 10)
     assert reports.pages(q).source == "pageviews_daily+pageviews_hourly+traffic"
-    assert reports.overview(q).source == "site_hourly+traffic"
+    assert reports.overview(q).source == "site_daily+site_hourly+traffic"
     assert reports.referrers(q).source == "referrers_daily+traffic"
     whole_days = Query("s", at(0, 0), at(3, 0), "UTC", "day", 10)
     assert reports.pages(whole_days).source == "pageviews_daily"
     assert reports.referrers(whole_days).source == "referrers_daily"
-    assert reports.timeseries(whole_days).source == "site_hourly"
+    assert reports.timeseries(whole_days).source == "site_daily"
+    paris_days = Query("s", at(0, 0), at(3, 0), "Europe/Paris", "day", 10)
+    assert reports.timeseries(paris_days).source == "site_hourly"
     kolkata = Query("s", at(0, 0), at(3, 0), "Asia/Kolkata", "day", 10)
     assert reports.timeseries(kolkata).source == "traffic"

@@ -107,6 +107,18 @@ def assert_views_match_raw(client: Any, db: str) -> None:
         f"ORDER BY site_id, hour"
     ).result_rows
     assert raw_site and view_site == raw_site
+    raw_site_daily = client.query(
+        f"SELECT site_id, toDate(ts) d, countIf(event_type='pageview'), "
+        f"countIf(event_type='hit'), sumIf(active_ms, event_type='active'), "
+        f"countIf(event_type='exit'), uniqExactIf(bid, bid != '' AND event_type='pageview') "
+        f"FROM {db}.traffic WHERE is_bot = 0 GROUP BY site_id, d ORDER BY site_id, d"
+    ).result_rows
+    view_site_daily = client.query(
+        f"SELECT site_id, day, sum(pageviews), sum(hits), sum(active_ms), sum(exits), "
+        f"uniqCombinedMerge(12)(visitors) FROM {db}.site_daily GROUP BY site_id, day "
+        f"ORDER BY site_id, day"
+    ).result_rows
+    assert raw_site_daily and view_site_daily == raw_site_daily
     raw_daily = client.query(
         f"SELECT site_id, toDate(ts) d, path, countIf(event_type='pageview'), "
         f"countIf(event_type='hit'), sumIf(active_ms, event_type='active'), "
@@ -205,7 +217,7 @@ def test_negative_control_without_dedup_the_oracle_sees_double_counts(
     db = settings.clickhouse.database
     # ClickHouse's default for non-replicated tables: deduplication off.
     for table in ("traffic", "pageviews_hourly", "pageviews_daily", "referrers_daily",
-                  "site_hourly"):
+                  "site_hourly", "site_daily"):
         clickhouse_client.command(
             f"ALTER TABLE {db}.{table} MODIFY SETTING non_replicated_deduplication_window = 0")
     events = golden_events()

@@ -28,14 +28,15 @@ def test_applies_from_empty_then_reruns_as_a_no_op(clickhouse_client: Any, ch_da
         "SELECT name FROM system.tables WHERE database = {db:String}",
         parameters={"db": ch_database}).result_rows}
     assert {"traffic", "pageviews_hourly", "pageviews_daily", "referrers_daily", "site_hourly",
-            "mv_pageviews_hourly", "mv_pageviews_daily", "mv_referrers_daily", "mv_site_hourly",
+            "site_daily", "mv_pageviews_hourly", "mv_pageviews_daily", "mv_referrers_daily",
+            "mv_site_hourly", "mv_site_daily",
             "schema_migrations"} <= tables
 
 
 def test_every_table_has_deduplication_switched_on(clickhouse_client: Any, ch_database: str) -> None:
     migrate_clickhouse(clickhouse_client, ch_database)
     for table in ("traffic", "pageviews_hourly", "pageviews_daily", "referrers_daily",
-                  "site_hourly"):
+                  "site_hourly", "site_daily"):
         ddl = clickhouse_client.query(f"SHOW CREATE TABLE {ch_database}.{table}").result_rows[0][0]
         assert "non_replicated_deduplication_window = 10000" in ddl, table
 
@@ -50,7 +51,8 @@ def test_a_replayed_batch_counts_once_in_the_table_and_the_views(
                              settings={"insert_deduplication_token": "raw-0-0", **DEDUP})
     assert clickhouse_client.query(
         f"SELECT count(), uniq(bid) FROM {ch_database}.traffic").result_rows == [(30, 6)]
-    for view in ("pageviews_hourly", "pageviews_daily", "referrers_daily", "site_hourly"):
+    for view in ("pageviews_hourly", "pageviews_daily", "referrers_daily", "site_hourly",
+                 "site_daily"):
         clickhouse_client.command(f"OPTIMIZE TABLE {ch_database}.{view} FINAL")
         # Merged rows must keep summing pageviews and merging (not picking) visitor states.
         assert clickhouse_client.query(
@@ -73,7 +75,8 @@ def test_the_rollup_rebuild_backfills_what_traffic_already_held(
     # Rows inserted before the rebuild count once; rows inserted after it flow through the views.
     clickhouse_client.insert(f"{ch_database}.traffic", _rows(2), column_names=COLUMNS,
                              settings={"insert_deduplication_token": "raw-0-2", **DEDUP})
-    for view in ("pageviews_hourly", "pageviews_daily", "referrers_daily", "site_hourly"):
+    for view in ("pageviews_hourly", "pageviews_daily", "referrers_daily", "site_hourly",
+                 "site_daily"):
         assert clickhouse_client.query(
             f"SELECT sum(pageviews), uniqCombinedMerge(12)(visitors) FROM {ch_database}.{view}"
         ).result_rows == [(30, 6)], view

@@ -1,7 +1,7 @@
 """The reporting queries. Every parameter is bound; identifiers come from settings only.
 
 The views hold UTC hours (``site_hourly`` per site, ``pageviews_hourly`` per site and path) and
-UTC days (``pageviews_daily`` per site and path, ``referrers_daily``). A range is cut into
+UTC days (``site_daily``, ``pageviews_daily`` per path, ``referrers_daily``). A range is cut into
 tiles: the whole UTC days inside it from a daily view, the whole hours around those from an
 hourly view, and only the minutes before the first and after the last whole hour (or day, for
 referrers) from a scan of ``traffic``. One ``GROUP BY`` over the union of the tiles answers:
@@ -118,12 +118,18 @@ class _Report:
     group: str  # the raw tile's GROUP BY (empty: one row)
     raw_filter: str = ""  # extra raw condition, also the views' own WHERE
     view_filter: str = ""  # extra condition on the views
+    daily_cols: str = ""  # when the daily view's columns differ from the hourly one's
 
 
-_OVERVIEW = _Report("site_hourly", None, "pageviews, visitors, hits, exits, active_ms",
+_OVERVIEW = _Report("site_hourly", "site_daily", "pageviews, visitors, hits, exits, active_ms",
                     f"{_PAGEVIEWS}, {_VISITORS}, {_HITS}, {_EXITS}, {_ACTIVE}", "")
 _TIMESERIES = _Report("site_hourly", None, "hour, pageviews, visitors, active_ms",
                       f"{_RAW_HOUR}, {_PAGEVIEWS}, {_VISITORS}, {_ACTIVE}", "hour")
+# Days in UTC are whole UTC days: the daily rollup serves them too.
+_TIMESERIES_UTC_DAYS = _Report("site_hourly", "site_daily", _TIMESERIES.view_cols,
+                               _TIMESERIES.raw_cols, "hour",
+                               daily_cols="toDateTime(day, 'UTC') AS hour, pageviews, visitors, "
+                                          "active_ms")
 _PAGES = _Report("pageviews_hourly", "pageviews_daily",
                  "path, pageviews, visitors, active_ms, exits",
                  f"path, {_PAGEVIEWS}, {_VISITORS}, {_ACTIVE}, {_EXITS}", "path")
@@ -160,7 +166,8 @@ class Reports:
         site = "site_id = {site:String}"
         parts, tables = [], []
         if tiles.days is not None and report.daily:
-            parts.append(f"SELECT {report.view_cols} FROM {self.db}.{report.daily} WHERE {site} "
+            parts.append(f"SELECT {report.daily_cols or report.view_cols} "
+                         f"FROM {self.db}.{report.daily} WHERE {site} "
                          f"AND {sql.within('day', [tiles.days], 'toDate')} {report.view_filter}")
             tables.append(report.daily)
         if tiles.hours and report.hourly:
@@ -189,7 +196,8 @@ class Reports:
         sql = _Sql(q)
         sql.params["tz"] = q.tz
         if _whole_hour_offsets(q):
-            union, source = self._union(_TIMESERIES, q, sql)
+            utc_days = q.interval == "day" and q.tz in ("UTC", "Etc/UTC")
+            union, source = self._union(_TIMESERIES_UTC_DAYS if utc_days else _TIMESERIES, q, sql)
             bucket = f"toString({bucket_fn}(toTimeZone(hour, {{tz:String}})))"
             rows = self._run(f"SELECT {bucket} AS bucket, sum(pageviews), {_MERGE_VISITORS}, "
                              f"sum(active_ms) FROM ({union}) GROUP BY bucket ORDER BY bucket",
