@@ -12,9 +12,10 @@ import pytest
 
 from viz import _fast
 from viz.collect.app import CollectDeps
+from viz.collect.errors import CollectError
 from viz.collect.metrics import CollectMetrics
 from viz.collect.server import CollectServer
-from viz.collect.sinks import KafkaSink
+from viz.collect.sinks import KafkaSink, Report
 from viz.common.clock import SystemClock
 from viz.common.settings import KafkaSettings
 from viz.common.site_directory import SiteDirectory
@@ -29,7 +30,8 @@ HEADERS = {"Origin": ORIGIN.decode(), "User-Agent": UA.decode()}
 
 
 class SpySink:
-    """Wraps the Kafka sink and remembers every delivery future it handed out."""
+    """Wraps the Kafka sink and remembers every send's outcome (a future it handed out, or
+    the report a ``send_to`` was given, as a future)."""
 
     def __init__(self, inner: KafkaSink) -> None:
         self.inner = inner
@@ -41,6 +43,20 @@ class SpySink:
         self.futures.append(future)
         self.sent.set()
         return future
+
+    def send_to(self, key: bytes, values: Sequence[bytes], report: Report) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def spy(outcome: CollectError | None) -> None:
+            if outcome is None:
+                future.set_result(None)
+            else:
+                future.set_exception(outcome)
+            report(outcome)
+
+        self.inner.send_to(key, values, spy)
+        self.futures.append(future)
+        self.sent.set()
 
     def ready(self) -> bool:
         return self.inner.ready()

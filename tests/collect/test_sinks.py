@@ -9,7 +9,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from viz.collect.errors import DeliveryFailed, DeliveryTimeout, MessageTooLarge, QueueFull
-from viz.collect.sinks import KafkaSink, producer_config
+from viz.collect.sinks import KafkaSink, MemorySink, producer_config
 
 from .support import make_settings
 
@@ -165,3 +165,87 @@ def test_producer_settings_follow_the_spec() -> None:
     assert config["linger.ms"] == 3
     assert config["message.timeout.ms"] == 4000
     assert config["queue.buffering.max.messages"] == 100_000
+
+
+# -- send_to: the request path's form (a report callback instead of a future) ----------------
+
+async def test_send_to_reports_once_when_every_message_is_acknowledged(
+        producer: FakeProducer) -> None:
+    sink = make_sink(producer)
+    await sink.start()
+    reports: list[object] = []
+    sink.send_to(b"site", [b"a", b"b", b"c"], reports.append)
+    assert reports == []  # never from inside send_to
+    producer.poll()
+    assert reports == [None]
+    producer.poll()
+    assert reports == [None]
+    await sink.close()
+
+
+async def test_send_to_reports_the_first_failure_once(producer: FakeProducer) -> None:
+    sink = make_sink(producer)
+    await sink.start()
+    reports: list[object] = []
+    producer.report_error = KafkaError(KafkaError.NOT_ENOUGH_REPLICAS)
+    sink.send_to(b"site", [b"a", b"b"], reports.append)
+    producer.poll()
+    assert len(reports) == 1 and isinstance(reports[0], DeliveryFailed)
+    await sink.close()
+
+
+async def test_send_to_raises_synchronously_and_never_reports(producer: FakeProducer) -> None:
+    sink = make_sink(producer, VIZ_COLLECT_MAX_QUEUE_MESSAGES="2")
+    await sink.start()
+    reports: list[object] = []
+    with pytest.raises(QueueFull):
+        sink.send_to(b"site", [b"a", b"b", b"c"], reports.append)
+    producer.raise_with, producer.raise_after = BufferError("full"), 1
+    with pytest.raises(QueueFull):
+        sink.send_to(b"site", [b"a", b"b"], reports.append)
+    producer.poll()  # the one queued message of the refused request reports: ignored
+    await sink.close()
+    assert reports == []
+
+
+async def test_send_to_reports_a_timeout_at_the_delivery_deadline() -> None:
+    class Silent(FakeProducer):
+        def poll(self, timeout: float = 0) -> int:
+            return 0
+
+    sink = make_sink(Silent(), VIZ_COLLECT_DELIVERY_TIMEOUT_S="0.1",
+                     VIZ_COLLECT_FLUSH_TIMEOUT_S="0.1")
+    await sink.start()
+    reported = asyncio.get_running_loop().create_future()
+    sink.send_to(b"site", [b"a"], reported.set_result)
+    assert isinstance(await asyncio.wait_for(reported, 2), DeliveryTimeout)
+    await sink.close()
+
+
+async def test_a_report_that_raises_does_not_stop_the_other_reports(
+        producer: FakeProducer, caplog: pytest.LogCaptureFixture) -> None:
+    sink = make_sink(producer)
+    await sink.start()
+    reports: list[object] = []
+
+    def broken(outcome: object) -> None:
+        raise RuntimeError("bug in a report callback")
+
+    sink.send_to(b"site", [b"a"], broken)
+    sink.send_to(b"site", [b"b"], reports.append)
+    producer.poll()
+    assert reports == [None]
+    assert "delivery report callback raised" in caplog.text
+    await sink.close()
+
+
+async def test_memory_sink_send_to_reports_like_its_future() -> None:
+    sink = MemorySink(acknowledge=False)
+    reports: list[object] = []
+    sink.send_to(b"site", [b"a"], reports.append)
+    sink.send_to(b"site", [b"b"], reports.append)
+    sink.release_last()
+    sink.fail_pending(DeliveryFailed)
+    await asyncio.sleep(0)
+    assert reports[0] is None and isinstance(reports[1], DeliveryFailed)
+    assert sink.messages == [(b"site", b"b")]

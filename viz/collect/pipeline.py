@@ -1,11 +1,12 @@
 """What a request means: named small steps from raw request to envelopes, or to a Drop.
 
-Each endpoint is two lists of steps around the one thing that may need I/O, the site lookup
-(done by the app). A step is ``(ingest) -> Drop | None``: it reads and fills the
-:class:`Ingest`, returns a :class:`Drop` for a deliberate drop (a value with a reason from the
-closed set :data:`DROP_REASONS`, answered 204 + ``X-Viz-Dropped``), and raises a
-:class:`~viz.collect.errors.CollectError` for a request that is wrong. Steps never block and do
-no I/O.
+Each endpoint is two phases of steps around the one thing that may need I/O, the site lookup
+(done by the app); a phase is itself a step (:func:`phase`), and /collect's two, which run on
+every request, are each written as one function. A step is ``(ingest) -> Drop | None``: it
+reads and fills the :class:`Ingest`, returns a :class:`Drop` for a deliberate drop (a value
+with a reason from the closed set :data:`DROP_REASONS`, answered 204 + ``X-Viz-Dropped``), and
+raises a :class:`~viz.collect.errors.CollectError` for a request that is wrong. Steps never
+block and do no I/O.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import base64
 import os
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from itertools import count
 
 from viz import _fast
@@ -26,7 +28,7 @@ from viz.collect.errors import (
     TokenInvalid,
 )
 from viz.collect.request import Request, cookie_value, parse_query, url_host
-from viz.common.clock import Clock
+from viz.common.clock import Clock, SystemClock
 from viz.common.sites import SiteRecord
 
 MAX_UA_CHARS = 512
@@ -84,7 +86,7 @@ class Ingest:
     def __init__(self, request: Request, deps: PipelineDeps) -> None:
         self.request = request
         self.deps = deps
-        self.now_s = now_s = deps.clock.time()
+        self.now_s = now_s = deps.time()
         self.now_ms = int(now_s * 1000)
         self.sid = ""
         self.tier = 1
@@ -109,6 +111,8 @@ class PipelineDeps:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        # Read once per request; SystemClock.time is time.time behind a Python frame.
+        self.time: Callable[[], float] = time.time if type(clock) is SystemClock else clock.time
         self._signers: dict[str, tuple[SiteRecord, int, object]] = {}
         self._ua_is_bot: dict[bytes, bool] = {}
         self._ua_text: dict[bytes, str] = {}
@@ -168,12 +172,20 @@ class PipelineDeps:
         return f"{self._hit_prefix}{next(self._hit_counter):x}"
 
 
-def run(steps: Sequence[Step], ingest: Ingest) -> Drop | None:
-    for step in steps:
-        drop = step(ingest)
-        if drop is not None:
-            return drop
-    return None
+def phase(*steps: Step) -> Step:
+    """``steps`` as one step: run in order, the first :class:`Drop` (or error) ends it."""
+    if len(steps) == 1:
+        return steps[0]
+
+    def run(ingest: Ingest) -> Drop | None:
+        for step in steps:
+            drop = step(ingest)
+            if drop is not None:
+                return drop
+        return None
+
+    run.__qualname__ = run.__name__ = "+".join(step.__name__ for step in steps)
+    return run
 
 
 # -- CORS ---------------------------------------------------------------------------------------
@@ -285,23 +297,23 @@ def issue_token(ingest: Ingest) -> Drop | None:
 
 # Deliberate drops come after the origin check, so their answer carries the CORS grant and the
 # tracker can read `X-Viz-Dropped` (and stop retrying) instead of seeing a CORS failure.
-INIT_BEFORE_SITE: tuple[Step, ...] = (read_init_query,)
-INIT_WITH_SITE: tuple[Step, ...] = (require_allowed_origin, drop_bots, drop_without_consent,
-                                    drop_if_collect_disabled, choose_bid, issue_token)
+INIT_BEFORE_SITE: Step = read_init_query
+INIT_WITH_SITE: Step = phase(require_allowed_origin, drop_bots, drop_without_consent,
+                             drop_if_collect_disabled, choose_bid, issue_token)
 
 
 # -- POST /collect ------------------------------------------------------------------------------
 
-def read_collect_query(ingest: Ingest) -> Drop | None:
-    """Optional ``tier`` (1 or 2, default 1: holding a token means the visitor consented)."""
-    if ingest.request.query:
-        ingest.tier = _tier(_query(ingest.request), 1)
-    return None
-
-
-def parse_body(ingest: Ingest) -> Drop | None:
+def read_collect_request(ingest: Ingest) -> Drop | None:
+    """The optional ``tier`` query field (1 or 2, default 1: holding a token means the visitor
+    consented), then the body: parsed and checked, its ``sid`` is the site to look up."""
+    request = ingest.request
+    target = request.target
+    q = target.find(b"?")
+    if q >= 0 and q + 1 < len(target):
+        ingest.tier = _tier(_query(request), 1)
     try:
-        payload = _fast.parse_payload(ingest.request.body, ingest.now_ms)
+        payload = _fast.parse_payload(request.body, ingest.now_ms)
     except _fast.PayloadTooLarge:
         raise BodyTooLarge() from None
     except _fast.PayloadError as exc:
@@ -313,32 +325,51 @@ def parse_body(ingest: Ingest) -> Drop | None:
     return None
 
 
-def verify_token(ingest: Ingest) -> Drop | None:
+def check_and_encode_collect(ingest: Ingest) -> Drop | None:
+    """/collect once the site is known, as one step (it runs on every request): the checks of
+    :func:`require_allowed_origin`, :func:`drop_bots`, :func:`drop_without_consent` and
+    :func:`drop_if_collect_disabled`, in that order, then the token, then the envelopes."""
     site = ingest.site
+    request = ingest.request
+    deps = ingest.deps
+    origin = request.origin
+    if origin is not None:
+        entry = deps._origins.get((origin, site.sid))  # cors_for's cache hit, inlined
+        cors = entry[1] if entry is not None and entry[0] is site else deps.cors_for(site, origin)
+        if cors is None:
+            raise OriginNotAllowed()
+        ingest.cors = cors
+    user_agent = request.user_agent
+    if not user_agent:
+        return BOT
+    is_bot = deps._ua_is_bot.get(user_agent)  # is_bot's cache hit, inlined
+    if is_bot is None:
+        is_bot = deps.is_bot(user_agent)
+    if is_bot:
+        return BOT
+    if ingest.tier == 0:
+        return NO_CONSENT
+    if not site.features.get("collect", True):
+        return COLLECT_DISABLED
     payload = ingest.payload
-    signer = ingest.deps.signer(site, ingest.now_s)
+    now_s = ingest.now_s
     try:
-        signer.verify(payload.bid, site.tid, payload.token, ingest.now_s)
+        deps.signer(site, now_s).verify(payload.bid, site.tid, payload.token, now_s)
     except _fast.TokenExpired:
         raise TokenExpired() from None
     except _fast.TokenInvalid:
         raise TokenInvalid() from None
     except _fast.BadIdentifier:
         raise Invalid("$.bid", "must be 22 base64url characters") from None
-    return None
-
-
-def encode_events(ingest: Ingest) -> Drop | None:
+    ua = deps._ua_text.get(user_agent)  # ua_text's cache hit, inlined
     ingest.values = _fast.encode_envelopes(
-        ingest.payload, tid=ingest.site.tid,
-        ua=ingest.deps.ua_text(ingest.request.user_agent), tier=ingest.tier,
-        server_ms=ingest.now_ms)
+        payload, tid=site.tid, ua=deps.ua_text(user_agent) if ua is None else ua,
+        tier=ingest.tier, server_ms=ingest.now_ms)
     return None
 
 
-COLLECT_BEFORE_SITE: tuple[Step, ...] = (read_collect_query, parse_body)
-COLLECT_WITH_SITE: tuple[Step, ...] = (require_allowed_origin, drop_bots, drop_without_consent,
-                                       drop_if_collect_disabled, verify_token, encode_events)
+COLLECT_BEFORE_SITE: Step = read_collect_request
+COLLECT_WITH_SITE: Step = check_and_encode_collect
 
 
 # -- GET /hit -----------------------------------------------------------------------------------
@@ -389,5 +420,5 @@ def encode_hit(ingest: Ingest) -> Drop | None:
     return None
 
 
-HIT_BEFORE_SITE: tuple[Step, ...] = (read_hit_query,)
-HIT_WITH_SITE: tuple[Step, ...] = (require_hit_origin, drop_bots, encode_hit)
+HIT_BEFORE_SITE: Step = read_hit_query
+HIT_WITH_SITE: Step = phase(require_hit_origin, drop_bots, encode_hit)

@@ -28,6 +28,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = b"Connection: close\r\n"
 _KEEP_ALIVE = b"Connection: keep-alive\r\n"
 _CONTENT_LENGTH = b"Content-Length: %d\r\n\r\n"
+_CONTENT_LENGTH_0 = _CONTENT_LENGTH % 0
 _slot_of = SLOT_BY_NAME.get
 MAX_HEAD_BYTES = 65_536
 """Request line + headers. llhttp buffers a header until it is complete, so without this a
@@ -100,17 +101,6 @@ class Cycle:
         self.headers = headers
         self.body = body
         self._protocol.cycle_done()
-
-    def encode(self, last: bool) -> bytes:
-        if last:
-            conn = _CLOSE
-        elif self.request.http_10:
-            conn = _KEEP_ALIVE
-        else:
-            conn = b""
-        body = self.body
-        return b"".join((STATUS_LINES[self.status], self._protocol.state.date_header,
-                         self.headers, conn, _CONTENT_LENGTH % len(body), body))
 
 
 class _StopParsing(Exception):
@@ -298,7 +288,17 @@ class HttpProtocol(asyncio.Protocol):
             # The last response of a closing connection says so (RFC 9112 §9.6); earlier
             # pipelined ones must not, or the client would drop the answers after them.
             last = cycle.close or (self.closing and not pending)
-            transport.write(cycle.encode(last))
+            # The response's bytes; Content-Length and Connection are only known here.
+            if last:
+                conn = _CLOSE
+            elif cycle.request.http_10:
+                conn = _KEEP_ALIVE
+            else:
+                conn = b""
+            body = cycle.body
+            transport.write(b"".join((
+                STATUS_LINES[cycle.status], self.state.date_header, cycle.headers, conn,
+                _CONTENT_LENGTH % len(body) if body else _CONTENT_LENGTH_0, body)))
             if last:
                 self.closing = True
                 pending.clear()
@@ -308,7 +308,11 @@ class HttpProtocol(asyncio.Protocol):
             if self.closing:
                 self._close_transport()
                 return
-            self._touch()
+            # _touch, inlined.
+            self._last_activity = self._loop.time()
+            if self._idle_handle is None:
+                self._idle_handle = self._loop.call_later(self._keep_alive_timeout_s,
+                                                          self._on_idle)
         if self._reading_paused:
             self._update_reading()
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -19,8 +20,10 @@ from viz.collect.errors import (
     CollectError,
     DeliveryFailed,
     DeliveryTimeout,
+    Internal,
     MessageTooLarge,
     QueueFull,
+    ShuttingDown,
 )
 from viz.collect.settings import ProducerSettings
 from viz.common.settings import KafkaSettings
@@ -29,6 +32,10 @@ log = logging.getLogger(__name__)
 
 _POLL_INTERVAL_S = 0.001
 """Delivery reports are served this often while anything is in flight (never when idle)."""
+
+Report = Callable[[CollectError | None], None]
+"""Told a request's outcome by :meth:`Sink.send_to`: ``None`` once every value is acknowledged,
+else the error."""
 
 
 class Sink(Protocol):
@@ -43,6 +50,15 @@ class Sink(Protocol):
         the broker acknowledged every value, or fails with :class:`DeliveryTimeout`,
         :class:`DeliveryFailed` or :class:`MessageTooLarge`; it always completes, at the
         latest at the sink's delivery deadline.
+        """
+        ...
+
+    def send_to(self, key: bytes, values: Sequence[bytes], report: Report) -> None:
+        """:meth:`send` without a future: ``report`` is called exactly once, on the event loop
+        and never from inside ``send_to``, with ``None`` or the error the future would carry.
+
+        Raises synchronously like :meth:`send` (then ``report`` is never called). This is
+        the request path's form: no future, no callback scheduled through the loop.
         """
         ...
 
@@ -64,25 +80,56 @@ class Sink(Protocol):
 
 
 class _Batch:
-    """The messages of one request; its future completes when all are acknowledged."""
+    """The messages of one request; ``report`` is told once all are acknowledged, or the first
+    failure. ``report`` is ``None`` once told: later reports change nothing."""
 
-    __slots__ = ("future", "remaining", "deadline")
+    __slots__ = ("report", "remaining", "deadline")
 
-    def __init__(self, future: asyncio.Future[None], remaining: int, deadline: float) -> None:
-        self.future = future
+    def __init__(self, report: Report, remaining: int, deadline: float) -> None:
+        self.report: Report | None = report
         self.remaining = remaining
         self.deadline = deadline
 
     def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
-        future = self.future
-        if future.done():  # failed, timed out or abandoned: later reports change nothing
+        # Called by librdkafka from ``poll`` on the loop thread, once per message.
+        report = self.report
+        if report is None:  # failed, timed out or abandoned
             return
-        if err is not None:
-            future.set_exception(_delivery_error(err))
-            return
-        self.remaining -= 1
-        if self.remaining == 0:
-            future.set_result(None)
+        if err is None:
+            remaining = self.remaining - 1
+            if remaining:
+                self.remaining = remaining
+                return
+            self.report = None
+            outcome: CollectError | None = None
+        else:
+            self.report = None
+            outcome = _delivery_error(err)
+        try:
+            report(outcome)
+        except Exception:
+            # An exception escaping a delivery callback would abort ``poll`` (and with it the
+            # reports of the other requests in this tick): log it here instead.
+            log.exception("delivery report callback raised")
+
+    def expire(self, error: CollectError) -> None:
+        report = self.report
+        if report is not None:
+            self.report = None
+            try:
+                report(error)
+            except Exception:
+                log.exception("delivery report callback raised")
+
+
+def _resolve(future: asyncio.Future[None], outcome: CollectError | None) -> None:
+    """The :data:`Report` behind :meth:`KafkaSink.send`'s future."""
+    if future.done():
+        return
+    if outcome is None:
+        future.set_result(None)
+    else:
+        future.set_exception(outcome)
 
 
 def _delivery_error(err: KafkaError) -> CollectError:
@@ -118,8 +165,8 @@ class KafkaSink:
     """Produces to ``kafka.topic_raw``; delivery reports are served on the event loop.
 
     While any request waits, ``poll(0)`` runs every millisecond from a loop timer, so delivery
-    callbacks resolve futures on the loop thread (no threads, no locks) and an idle process
-    does no work. Deadlines are checked on the same tick: all requests share one timeout, so
+    callbacks report to their requests on the loop thread (no threads, no locks) and an idle
+    process does no work. Deadlines are checked on the same tick: all requests share one timeout, so
     the oldest batch is always the first to expire.
     """
 
@@ -143,13 +190,24 @@ class KafkaSink:
     # -- Sink ---------------------------------------------------------------------------------
 
     def send(self, key: bytes, values: Sequence[bytes]) -> asyncio.Future[None]:
+        if self._loop is None:
+            raise RuntimeError("KafkaSink.send before start()")
+        future = self._loop.create_future()
+        try:
+            self.send_to(key, values, partial(_resolve, future))
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
+    def send_to(self, key: bytes, values: Sequence[bytes], report: Report) -> None:
         loop = self._loop
         if loop is None:
             raise RuntimeError("KafkaSink.send before start()")
         producer = self._producer
         if len(producer) + len(values) > self._max_messages:
             raise QueueFull()
-        batch = _Batch(loop.create_future(), len(values), loop.time() + self._timeout_s)
+        batch = _Batch(report, len(values), loop.time() + self._timeout_s)
         produce = producer.produce
         topic = self._topic
         on_delivery = batch.on_delivery
@@ -157,18 +215,19 @@ class KafkaSink:
             for value in values:
                 produce(topic, value, key, on_delivery=on_delivery)
         except BufferError:
-            batch.future.cancel()  # reports of what was queued are ignored
+            batch.report = None  # reports of what was queued are ignored
             self._track(batch)
             raise QueueFull() from None
         except KafkaException as exc:
-            batch.future.cancel()
+            batch.report = None
             self._track(batch)
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError):
                 raise _delivery_error(err) from None
             raise DeliveryFailed(str(exc)) from None
-        self._track(batch)
-        return batch.future
+        self._inflight.append(batch)
+        if self._tick_handle is None:
+            self._tick_handle = loop.call_later(_POLL_INTERVAL_S, self._tick)
 
     def ready(self) -> bool:
         return self._ready
@@ -224,11 +283,11 @@ class KafkaSink:
         inflight = self._inflight
         while inflight:
             head = inflight[0]
-            if head.future.done():
+            if head.report is None:
                 inflight.popleft()
             elif head.deadline <= now:
                 inflight.popleft()
-                head.future.set_exception(DeliveryTimeout())
+                head.expire(DeliveryTimeout())
             else:
                 break
 
@@ -299,6 +358,9 @@ class MemorySink:
         loop.call_later(self.delivery_timeout_s, self._expire, future)
         return future
 
+    def send_to(self, key: bytes, values: Sequence[bytes], report: Report) -> None:
+        self.send(key, values).add_done_callback(partial(_report_future, report))
+
     def _expire(self, future: asyncio.Future[None]) -> None:
         if not future.done():
             future.set_exception(DeliveryTimeout())
@@ -341,3 +403,15 @@ class MemorySink:
 
     async def close(self) -> None:
         self.closed = True
+
+
+def _report_future(report: Report, future: asyncio.Future[None]) -> None:
+    """A future's outcome as a :data:`Report`; a cancelled send reports :class:`ShuttingDown`."""
+    if future.cancelled():
+        report(ShuttingDown())
+        return
+    err = future.exception()
+    if err is not None and not isinstance(err, CollectError):
+        log.error("sink failed with %r", err)
+        err = Internal("sink failed")
+    report(err)  # type: ignore[arg-type]

@@ -53,6 +53,7 @@ from viz.common.sites import SiteRecord, is_valid_sid
 log = logging.getLogger(__name__)
 
 _TASK_PREFIX = "viz-site-lookup:"
+_MUST_AWAIT = object()
 _ERROR_LOG_INTERVAL_S = 10.0
 """Lookup failures are logged at WARNING at most this often: an outage is one incident."""
 
@@ -212,6 +213,19 @@ class SiteDirectory:
         the fetcher's timeout. Raises :class:`UnavailableError` when the lookup fails and no
         usable stale record exists, or when a lookup is needed after :meth:`close`.
         """
+        record = self.get_nowait(sid, _MUST_AWAIT)
+        if record is not _MUST_AWAIT:
+            return record  # type: ignore[return-value]
+        return await self._get_slow(sid)
+
+    def get_nowait(self, sid: str, default: object = None) -> SiteRecord | None | object:
+        """What :meth:`get` answers without awaiting, or ``default`` when it would await.
+
+        The synchronous part of :meth:`get`, with the same effects (counters, the background
+        refresh of a stale entry): a fresh or usable stale record, or ``None`` for a cached
+        "no such site". A caller that gets ``default`` awaits :meth:`get` for the answer (a sid
+        that is not even valid is answered there, without a lookup). Never raises.
+        """
         now = self._clock.monotonic()
         entry = self._entries.get(sid)
         if entry is not None:
@@ -228,7 +242,7 @@ class SiteDirectory:
             if negative_until is not None and now < negative_until:
                 self.negative_hits += 1
                 return None
-        return await self._get_slow(sid)
+        return default
 
     def peek(self, sid: str) -> SiteRecord | None:
         """The cached record if ``get`` could serve it (fresh or usable stale), else ``None``.
