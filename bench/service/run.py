@@ -339,7 +339,10 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
                     "VIZ_CONFIG_URL": env.config_url, "VIZ_SERVICE_TOKEN": env.service_token,
                     "VIZ_COLLECT_PORT": str(port), "VIZ_COLLECT_HOST": "127.0.0.1",
                     "VIZ_COLLECT_LINGER_MS": str(args.linger_ms),
-                    "VIZ_COLLECT_COMPRESSION": args.compression, "VIZ_LOG_LEVEL": "WARNING"}
+                    "VIZ_COLLECT_COMPRESSION": args.compression, "VIZ_LOG_LEVEL": "WARNING",
+                    # The generator is one client address sending thousands of requests a
+                    # second: the per-client rate limit would answer most of them 429.
+                    "VIZ_COLLECT_RATE_LIMIT_PER_S": "0"}
             argv = [sys.executable, "-m", "viz", "serve", "collect"]
             servers.append(Server(name, argv, cenv, port))
         else:

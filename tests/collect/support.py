@@ -82,8 +82,10 @@ class FakeTransport(asyncio.Transport):
     def resume_reading(self) -> None:
         self.reading_paused = False
 
+    peer: str | None = None
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
+        return (self.peer, 50_000) if name == "peername" and self.peer else default
 
 
 @dataclass
@@ -178,8 +180,9 @@ class Harness:
 
 
 class Connection:
-    def __init__(self, harness: Harness, **kwargs: Any) -> None:
+    def __init__(self, harness: Harness, *, peer: str | None = None, **kwargs: Any) -> None:
         self.transport = FakeTransport()
+        self.transport.peer = peer
         loop = asyncio.get_running_loop()
         self.protocol = HttpProtocol(harness.app, harness.state, loop, **kwargs)
         self.protocol.connection_made(self.transport)

@@ -93,6 +93,12 @@ class HeadersTooLarge(CollectError):
     status, code = 431, "headers_too_large"
 
 
+class RateLimited(CollectError):
+    """The client address sent more than its share; answered with a computed Retry-After."""
+
+    status, code = 429, "rate_limited"
+
+
 class MessageTooLarge(CollectError):
     """The broker refuses an event as too large: retrying cannot help."""
 
@@ -133,8 +139,8 @@ class Internal(CollectError):
 
 ALL_ERRORS: tuple[type[CollectError], ...] = (
     BadHttp, Malformed, Invalid, TokenExpired, TokenInvalid, OriginNotAllowed, UnknownSite,
-    NotFound, MethodNotAllowed, BodyTooLarge, HeadersTooLarge, MessageTooLarge, QueueFull, DeliveryTimeout,
-    DeliveryFailed, ConfigUnavailable, ShuttingDown, Internal,
+    NotFound, MethodNotAllowed, BodyTooLarge, HeadersTooLarge, RateLimited, MessageTooLarge,
+    QueueFull, DeliveryTimeout, DeliveryFailed, ConfigUnavailable, ShuttingDown, Internal,
 )
 
 _BODIES: dict[type[CollectError], bytes] = {

@@ -135,11 +135,14 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         """No further requests are read; the connection closes once the pending ones are answered."""
         self._closed = False
+        self._peer = ""
 
     # -- asyncio.Protocol ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self.state.connections.add(self)
         self._touch()
 
@@ -196,7 +199,8 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._request = Request()
+        self._request = request = Request()
+        request.peer = self._peer
         self._in_head = True
         self._head_began = True
         self._head_bytes = 0

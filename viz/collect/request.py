@@ -12,7 +12,7 @@ from urllib.parse import unquote_plus
 # one ``.lower()``; headers not listed here are ignored. The short headers every browser sends
 # but collect never reads map to "" (known, skipped), so they cost one lookup, not a lower().
 _CAPTURED = ("origin", "referer", "user-agent", "cookie", "content-length", "content-type",
-             "sec-gpc", "expect", "connection")
+             "sec-gpc", "expect", "connection", "x-forwarded-for", "x-real-ip")
 _SKIPPED = ("host", "accept", "accept-encoding", "accept-language", "cache-control", "pragma",
             "priority", "dnt", "te", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest",
             "sec-ch-ua", "upgrade-insecure-requests", "keep-alive")
@@ -27,6 +27,7 @@ for _name in _CAPTURED + _SKIPPED:
 SLOT_BY_NAME[b"Sec-Gpc"] = "sec_gpc"
 SLOT_BY_NAME[b"Sec-GPC"] = "sec_gpc"
 SLOT_BY_NAME[b"User-agent"] = "user_agent"
+SLOT_BY_NAME[b"X-Real-IP"] = "x_real_ip"
 
 
 def header_slot(name: bytes) -> str | None:
@@ -41,8 +42,8 @@ class Request:
     """Filled by the protocol, read by the handler; never mutated after dispatch."""
 
     __slots__ = ("method", "target", "origin", "referer", "user_agent", "cookie",
-                 "content_length", "content_type", "sec_gpc", "expect", "connection", "body",
-                 "keep_alive", "http_10")
+                 "content_length", "content_type", "sec_gpc", "expect", "connection",
+                 "x_forwarded_for", "x_real_ip", "peer", "body", "keep_alive", "http_10")
 
     def __init__(self) -> None:
         self.method = b""
@@ -56,6 +57,10 @@ class Request:
         self.sec_gpc: bytes | None = None
         self.expect: bytes | None = None
         self.connection: bytes | None = None
+        self.x_forwarded_for: bytes | None = None
+        self.x_real_ip: bytes | None = None
+        self.peer = ""
+        """The socket peer's address (host only), set by the protocol."""
         self.body = b""
         self.keep_alive = True
         self.http_10 = False

@@ -1,8 +1,9 @@
 """viz-collect's runtime knobs, read once from the environment (``VIZ_COLLECT_*`` and shared blocks).
 
-Collect never looks at the client's address: no IP is stored, nothing is keyed by it, so there
-is no trusted-proxy setting. A reverse proxy in front only has to pass ``Origin``, ``Referer``,
-``User-Agent``, ``Cookie`` and ``Sec-GPC`` through unchanged.
+Collect stores no client address. The one use of it is the in-memory rate limit
+(``viz.collect.ratelimit``), keyed by the socket peer or, behind a load balancer, by the header
+it sets (``VIZ_COLLECT_CLIENT_ADDRESS``). A reverse proxy in front only has to pass ``Origin``,
+``Referer``, ``User-Agent``, ``Cookie`` and ``Sec-GPC`` through unchanged.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ class CollectSettings:
     """On SIGTERM: how long in-flight requests may take before connections are cut."""
     max_pipelined_requests: int
     """Requests of one connection in flight at once; reading pauses beyond it."""
+    rate_limit_per_s: float
+    """Ingest requests (/init, /collect, /hit) per second per client address; 0 turns it off."""
+    rate_limit_burst: int
+    client_address: str
+    """Where the client's address comes from: ``peer`` (the socket), or the header a trusted
+    load balancer sets: ``x-forwarded-for`` (its last entry) or ``x-real-ip``."""
     log_level: str
 
     @classmethod
@@ -78,6 +85,11 @@ class CollectSettings:
             shutdown_timeout_s=env.float("VIZ_COLLECT_SHUTDOWN_TIMEOUT_S", 30.0, min=0.0),
             max_pipelined_requests=env.int("VIZ_COLLECT_MAX_PIPELINED_REQUESTS", 32, min=1,
                                            max=1024),
+            rate_limit_per_s=env.float("VIZ_COLLECT_RATE_LIMIT_PER_S", 100.0, min=0.0),
+            rate_limit_burst=env.int("VIZ_COLLECT_RATE_LIMIT_BURST", 400, min=1,
+                                     max=1_000_000),
+            client_address=env.str("VIZ_COLLECT_CLIENT_ADDRESS", "peer",
+                                   choices=("peer", "x-forwarded-for", "x-real-ip")),
             log_level=env.str("VIZ_LOG_LEVEL", "INFO",
                               choices=("DEBUG", "INFO", "WARNING", "ERROR")),
         )
