@@ -14,7 +14,7 @@ Results: a table on stdout and JSON in ``--workdir``. Bounded everywhere: every 
 Before/after in one run: ``--variant NAME=PYTHONPATH:GC`` (repeatable) runs every (batch, rep)
 once per variant, interleaved, against the same pre-produced topic. PYTHONPATH points the child
 at another copy of ``viz/`` (empty: this tree; e.g. a copy taken before a change); GC is
-``tuned`` (``viz.consumer.runner.tune_gc()`` after startup, as ``viz serve consumer`` does) or
+``tuned`` (``viz.common.gctune.tune_gc()`` after startup, as ``viz serve consumer`` does) or
 ``default``. Without ``--variant`` one variant runs: this tree, ``tuned``.
 """
 
@@ -141,39 +141,49 @@ class TimedConsumer:
         self._marks = marks
 
     def consume(self, *a: Any, **kw: Any) -> Any:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time()
         msgs = self._inner.consume(*a, **kw)
         self._totals["consume_s"] += time.perf_counter() - t
+        self._totals["consume_cpu_s"] += time.thread_time() - cpu
         self._totals["consume_calls"] += 1
         if msgs and "first_message" not in self._marks:
             self._marks["first_message"] = time.monotonic()
         return msgs
 
     def commit(self, *a: Any, **kw: Any) -> Any:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time()
         try:
             return self._inner.commit(*a, **kw)
         finally:
             self._totals["commit_s"] += time.perf_counter() - t
+            self._totals["commit_cpu_s"] += time.thread_time() - cpu
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
 
 class TimedClient:
-    """Delegates to clickhouse-connect and adds up the time of inserts into each table."""
+    """Delegates to clickhouse-connect and adds up the time of inserts (``insert`` and
+    ``raw_insert``; the timing includes the serialisation done inside them) into each table."""
 
     def __init__(self, inner: Any, totals: dict[str, float]) -> None:
         self._inner = inner
         self._totals = totals
 
-    def insert(self, table: str, *a: Any, **kw: Any) -> Any:
+    def _timed(self, method: str, table: str, *a: Any, **kw: Any) -> Any:
         key = "insert_traffic_s" if table.endswith(".traffic") else "insert_ranges_s"
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time()
         try:
-            return self._inner.insert(table, *a, **kw)
+            return getattr(self._inner, method)(table, *a, **kw)
         finally:
             self._totals[key] += time.perf_counter() - t
+            self._totals["insert_cpu_s"] += time.thread_time() - cpu
+
+    def insert(self, table: str, *a: Any, **kw: Any) -> Any:
+        return self._timed("insert", table, *a, **kw)
+
+    def raw_insert(self, table: str, *a: Any, **kw: Any) -> Any:
+        return self._timed("raw_insert", table, *a, **kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -201,14 +211,18 @@ def child(args: argparse.Namespace) -> None:
     client = clickhouse_connect.get_client(dsn=dsn)
     migrate_clickhouse(client, "viz")
     totals = {k: 0.0 for k in ("consume_s", "consume_calls", "commit_s", "insert_traffic_s",
-                               "insert_ranges_s")}
+                               "insert_ranges_s", "consume_cpu_s", "commit_cpu_s",
+                               "insert_cpu_s")}
     marks: dict[str, float] = {}
     registry = CollectorRegistry()
     loop = build_loop(settings, TimedClient(client, totals), clock=SystemClock(),
                       registry=registry)
     loop.consumer = TimedConsumer(loop.consumer, totals, marks)
     if args.gc == "tuned":
-        from viz.consumer.runner import tune_gc
+        try:
+            from viz.common.gctune import tune_gc
+        except ImportError:  # a --variant tree from before 2026-11-28 10:40
+            from viz.consumer.runner import tune_gc  # type: ignore[attr-defined,no-redef]
 
         tune_gc()
     import viz
@@ -222,7 +236,7 @@ def child(args: argparse.Namespace) -> None:
         return int(client.query("SELECT count() FROM viz.traffic").result_rows[0][0])
 
     progress: list[tuple[float, float]] = []
-    cpu0 = time.process_time()
+    cpu0, thread_cpu0 = time.process_time(), time.thread_time()
     t_subscribe = time.monotonic()
     loop.subscribe()
     deadline = t_subscribe + args.timeout_s
@@ -242,6 +256,7 @@ def child(args: argparse.Namespace) -> None:
             raise SystemExit(f"timeout: {counted()} of {n} events in ClickHouse")
     t_end = time.monotonic()
     cpu = time.process_time() - cpu0
+    thread_cpu = time.thread_time() - thread_cpu0
     final = counted()
     loop.shutdown()
 
@@ -262,6 +277,13 @@ def child(args: argparse.Namespace) -> None:
         "ev_per_s_incl_join": n / (t_end - t_subscribe),
         "ev_per_s_steady_10_90": rate_between(0.1, 0.9),
         "cpu_s": cpu, "ev_per_cpu_s": n / cpu,
+        # The loop's own thread: Python, and chDB's insert work (done in the calling thread);
+        # not librdkafka's threads nor chDB's background merges. "rest" = outside the timed
+        # consume/insert/commit calls: decode, enrichment, batching, serialisation done before
+        # the insert call (native_block now; the zip(*rows) transpose before), count() checks.
+        "thread_cpu_s": thread_cpu,
+        "rest_cpu_s": thread_cpu - totals["consume_cpu_s"] - totals["insert_cpu_s"]
+        - totals["commit_cpu_s"],
         "flushes": int(flush_hist[0].value) if flush_hist else 0,
         "gc": args.gc, "gc_collections": [g["collections"] - c0 for g, c0
                                            in zip(gc.get_stats(), gc_counts0, strict=True)],
@@ -369,7 +391,10 @@ def main() -> None:
                     res = run_child(args, broker.bootstrap, batch, rep, None, variant)
                     results.append(res)
                     print(f"{variant[0]} batch {batch} rep {rep}: "
-                          f"{1e6 / res['ev_per_cpu_s']:.1f} CPU-µs/ev, gc {res['gc_collections']}, "
+                          f"{1e6 / res['ev_per_cpu_s']:.1f} CPU-µs/ev (loop thread "
+                          f"{1e6 * res['thread_cpu_s'] / res['events']:.1f}, rest "
+                          f"{1e6 * res['rest_cpu_s'] / res['events']:.1f}), "
+                          f"gc {res['gc_collections']}, "
                           f"{res['ev_per_s']:,.0f} ev/s "
                           f"(steady {res['ev_per_s_steady_10_90']:,.0f}, incl. join "
                           f"{res['ev_per_s_incl_join']:,.0f}; {res['ev_per_cpu_s']:,.0f} "
@@ -390,9 +415,10 @@ def main() -> None:
         (workdir / "results.json").write_text(json.dumps(results, indent=1))
 
     print("\n| variant | batch | runs | CPU-µs/ev median [min–max] | ev/CPU-s | "
+          "loop thread CPU-µs/ev | of it in inserts | in consume | rest (Python) | "
           "ev/s (first msg → count = N) median [min–max] | steady 10–90 % | "
           "join s | consume % | insert traffic % | ranges+commit % |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = list(dict.fromkeys(r["variant"] for r in results if not r.get("profiled")))
     for batch, name in [(int(b), v) for b in args.batch_sizes.split(",") for v in names]:
         rs = [r for r in results if r["batch_size"] == batch and r["variant"] == name
@@ -405,8 +431,15 @@ def main() -> None:
             return statistics.median(100 * r[key] / r["wall_s"] for r in rows)
 
         us = [1e6 / r["ev_per_cpu_s"] for r in rs]
+
+        def per_event(key: str, rows: list[dict[str, Any]] = rs) -> str:
+            values = [1e6 * r[key] / r["events"] for r in rows if key in r]
+            return f"{statistics.median(values):.1f}" if values else "–"
+
         print(f"| {name} | {batch} | {len(rs)} | {med(us):.1f} [{min(us):.1f}–{max(us):.1f}] | "
-              f"{med(r['ev_per_cpu_s'] for r in rs):,.0f} | "
+              f"{med(r['ev_per_cpu_s'] for r in rs):,.0f} | {per_event('thread_cpu_s')} | "
+              f"{per_event('insert_cpu_s')} | {per_event('consume_cpu_s')} | "
+              f"{per_event('rest_cpu_s')} | "
               f"{med(r['ev_per_s'] for r in rs):,.0f} "
               f"[{min(r['ev_per_s'] for r in rs):,.0f}–{max(r['ev_per_s'] for r in rs):,.0f}] | "
               f"{med(r['ev_per_s_steady_10_90'] for r in rs):,.0f} | "

@@ -61,3 +61,18 @@ def test_utm_fields_are_kept_for_campaign_reports() -> None:
 
 def test_a_malformed_referrer_counts_as_direct_not_a_crash() -> None:
     assert attribute("/", "http://[::1").medium == "direct"
+
+
+def test_the_column_tuples_are_the_dataclasses_in_column_order() -> None:
+    from viz.consumer.enrich import agent_columns, attribution, attribution_columns
+    from viz.consumer.writer import COLUMNS
+
+    found = agent(SAFARI_IPAD)
+    assert agent_columns(SAFARI_IPAD) == (found.browser, found.browser_version, found.os,
+                                          found.device, 0)
+    assert agent_columns(GOOGLEBOT)[4] == 1
+    query, referrer = "utm_source=nl&utm_medium=email&gclid=1", "https://www.google.com/"
+    columns = dict(zip(COLUMNS[12:20], attribution_columns(query, referrer), strict=True))
+    found_attr = attribution(query, referrer)
+    assert columns == {name: getattr(found_attr, name) for name in columns}
+    assert COLUMNS[20:25] == ("browser", "browser_version", "os", "device", "is_bot")

@@ -96,3 +96,80 @@ def test_rejects_bad_context_types(impl):
         envelope.encode_envelope(hit, sid="s-1", bid=None, **dict(CTX, tier=3))
     with pytest.raises(UnicodeEncodeError):
         envelope.encode_envelope(hit, sid="s-1", bid=None, **dict(CTX, ua="\ud800"))
+
+
+# ------------------------------------------------------------------ decode_row
+
+
+def fake_agent(ua):
+    return ("B:" + ua, "1", "OS", "desktop", 0)
+
+
+def fake_attribution(query, referrer):
+    return ("host:" + referrer, "medium", "source:" + query, "", "", "", "", "")
+
+
+def envelope_bytes(data, ts=NOW + 7):
+    full = {"eid": "s:b:i", "sid": "s", "tid": "t", "id": "i", "t": "pageview", "p": "/",
+            "cts": NOW, "ua": "Mozilla/5.0", "tier": 1, **data}  # fmt: skip
+    return json.dumps({"v": 1, "ts": ts, "data": {k: v for k, v in full.items()
+                                                   if v is not None}}).encode()
+
+
+def test_decode_row_lays_out_the_warehouse_row(impl):
+    _, envelope = impl
+    raw = envelope_bytes({"bid": "b", "p": "/a/é?utm_source=x&q=1#frag?no", "r": "https://r/",
+                          "ms": 900, "h": "https://out/", "n": "signup", "title": "T"})
+    row = envelope.decode_row(raw, 3, 42, fake_agent, fake_attribution)
+    assert row == [
+        "s:b:i", "s", "t", NOW + 7, NOW, "pageview", "/a/é", "T", "signup", "b", 1,
+        "https://r/", "host:https://r/", "medium", "source:utm_source=x&q=1", "", "", "", "", "",
+        "B:Mozilla/5.0", "1", "OS", "desktop", 0, 900, "https://out/", 3, 42,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("p", "path", "query"), [
+    ("/", "/", ""), ("/a?", "/a", ""), ("/a#x?y", "/a", ""), ("/a?b?c#d", "/a", "b?c"),
+    ("?q", "", "q"), ("#", "", ""), ("", "", ""),
+])
+def test_decode_row_splits_path_and_query_without_the_fragment(impl, p, path, query):
+    _, envelope = impl
+    row = envelope.decode_row(envelope_bytes({"p": p}), 0, 0, fake_agent, fake_attribution)
+    assert (row[6], row[14]) == (path, "source:" + query)
+
+
+def test_decode_row_fills_absent_fields_and_clamps_numbers(impl):
+    _, envelope = impl
+    raw = envelope_bytes({"cts": -5, "ms": 2**40}, ts=2**50)
+    row = envelope.decode_row(raw, 0, 0, fake_agent, fake_attribution)
+    assert (row[3], row[4], row[7], row[8], row[9], row[11], row[25], row[26]) == (
+        2**41, 0, "", "", "", "", 2**32 - 1, "")  # fmt: skip
+    row = envelope.decode_row(envelope_bytes({"ms": -1}), 0, 0, fake_agent, fake_attribution)
+    assert row[25] == 0
+    row = envelope.decode_row(envelope_bytes({}), 0, 0, fake_agent, fake_attribution)
+    assert row[25] == 0
+
+
+def test_decode_row_raises_what_decode_envelope_raises(impl):
+    _, envelope = impl
+    with pytest.raises(UnknownVersion):
+        envelope.decode_row(b'{"v":2}', 0, 0, fake_agent, fake_attribution)
+    with pytest.raises(EnvelopeError):
+        envelope.decode_row(b'{"v":1,"ts":1}', 0, 0, fake_agent, fake_attribution)
+    with pytest.raises(TypeError):
+        envelope.decode_row(envelope_bytes({}), 0, 0, lambda ua: [ua], fake_attribution)
+
+
+@pytest.mark.parametrize("tier", [-1, 3, 256, 2**40])
+def test_a_tier_outside_0_to_2_is_undecodable_not_an_insert_failure(impl, tier):
+    # The warehouse column is UInt8: such a message must go to the dead-letter topic.
+    _, envelope = impl
+    for raw in (envelope_bytes({"tier": tier}),  # the generic decoder
+                json.dumps({"v": 1, "ts": NOW, "data": {  # collect's exact compact layout
+                    "eid": "s:b:i", "sid": "s", "tid": "t", "bid": "b", "id": "i",
+                    "t": "pageview", "p": "/", "cts": NOW, "ua": "u", "tier": tier}},
+                    separators=(",", ":")).encode()):
+        with pytest.raises(envelope.EnvelopeError, match="tier must be 0, 1 or 2"):
+            envelope.decode_envelope(raw)
+        with pytest.raises(envelope.EnvelopeError, match="tier must be 0, 1 or 2"):
+            envelope.decode_row(raw, 0, 0, fake_agent, fake_attribution)

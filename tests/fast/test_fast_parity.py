@@ -248,3 +248,131 @@ def test_envelope_twins_agree_on_decoding(doc, corrupt):
 def test_envelope_twins_agree_on_odd_versions(raw):
     py, c = both("envelope")
     assert envelope_outcome(py, raw) == envelope_outcome(c, raw)
+
+
+def _agent_columns(ua):
+    return (ua[:5], str(len(ua)), "os", "desktop", int(ua.startswith("b")))
+
+
+def _attribution_columns(query, referrer):
+    return (referrer[:8], "m" if query else "direct", query[:3], query, "", "", "", referrer)
+
+
+@st.composite
+def row_envelope_docs(draw):
+    """Mostly valid envelopes whose fields exercise decode_row: paths with ? and #, numbers
+    around the clamps, absent or null optional fields; now and then a broken one."""
+    doc = draw(envelope_docs()) if draw(st.integers(0, 4)) == 0 else {
+        "v": 1, "ts": draw(st.integers(-(2**63), 2**63 - 1)),
+        "data": {"eid": "s:b:i", "sid": "s", "tid": "t", "id": "i", "t": "pageview",
+                 "cts": draw(st.integers(-(2**63), 2**63 - 1)), "ua": draw(st.text(max_size=8)),
+                 "tier": draw(st.integers(0, 2))}}  # fmt: skip
+    data = doc.get("data")
+    if isinstance(data, dict):
+        data["p"] = draw(st.one_of(st.text(max_size=12),
+                                   st.lists(st.sampled_from(["/", "a", "?", "#", "é", "=", "&"]),
+                                            max_size=10).map("".join)))  # fmt: skip
+        for key in ("bid", "r", "h", "n", "title"):
+            if draw(st.booleans()):
+                data[key] = draw(st.one_of(st.none(), st.text(max_size=6)))
+        if draw(st.booleans()):
+            data["ms"] = draw(st.one_of(st.none(), st.integers(-(2**33), 2**33),
+                                        st.integers(-(2**63), 2**63 - 1)))  # fmt: skip
+    return doc
+
+
+def row_outcome(mod, raw, partition, offset):
+    return outcome(mod.decode_row, raw, partition, offset, _agent_columns, _attribution_columns)
+
+
+_CANONICAL = ("eid", "sid", "tid", "bid", "id", "t", "p", "r", "cts", "ms", "h", "n", "title",
+              "ua", "tier")  # fmt: skip
+
+
+def canonical_bytes(doc, ensure_ascii=False):
+    """`doc` the way collect writes envelopes (compact, keys in order): the compiled decoder's
+    fast path reads these without building the JSON object."""
+    if isinstance(doc, dict) and isinstance(doc.get("data"), dict):
+        data = doc["data"]
+        data = {k: data[k] for k in sorted(data, key=lambda k: (_CANONICAL + (k,)).index(k))}
+        doc = {**{k: doc[k] for k in sorted(doc, key=lambda k: ("v", "ts", "data", k).index(k))},
+               "data": data}  # fmt: skip
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=ensure_ascii).encode(
+        "utf-8", "surrogatepass")
+
+
+@SETTINGS
+@given(st.one_of(row_envelope_docs(), json_any), st.sampled_from(["spaced", "canonical",
+       "canonical-ascii"]), st.booleans(), st.integers(0, 2**16 - 1), st.integers(0, 2**63 - 1))  # fmt: skip
+def test_decode_row_twins_agree(doc, style, corrupt, partition, offset):
+    py, c = both("envelope")
+    raw = _encode(doc) if style == "spaced" else canonical_bytes(doc, style == "canonical-ascii")
+    if corrupt and raw:
+        raw = raw[: len(raw) // 2]
+    want = row_outcome(py, raw, partition, offset)
+    assert row_outcome(c, raw, partition, offset) == want
+    assert envelope_outcome(c, raw) == envelope_outcome(py, raw)
+    if want[0] == "ok":  # the row carries exactly what decode_envelope decoded
+        env = py.decode_envelope(raw)
+        assert (want[1][0], want[1][1], want[1][-2:]) == (env.eid, env.sid, [partition, offset])
+
+
+@SETTINGS
+@given(row_envelope_docs(), st.integers(0, 10**6), st.sampled_from([
+    b" ", b"0", b"00", b"-", b"-0", b"\\", b"\\n", b'"', b"\x00", b"\x1f", b"\x7f", b"\xff",
+    b"9" * 18, b"9" * 19, b".5", b"e1", b"null", b"\xed\xa0\x80", b"\xc3\xa9", b"\xc3",
+    b"\xf4\x90\x80\x80", b",", b"}", b'"x":1,', b"\xef\xbb\xbf"]), st.booleans())  # fmt: skip
+def test_envelope_twins_agree_on_damaged_canonical_bytes(doc, pos, piece, replace):
+    py, c = both("envelope")
+    raw = canonical_bytes(doc)
+    i = pos % (len(raw) + 1)
+    raw = raw[:i] + piece + raw[i + int(replace):]
+    assert envelope_outcome(c, raw) == envelope_outcome(py, raw)
+    assert row_outcome(c, raw, 1, 2) == row_outcome(py, raw, 1, 2)
+
+
+# ------------------------------------------------------------------ native blocks
+
+NATIVE_TYPES = ["String", "LowCardinality(String)", "UInt8", "UInt16", "UInt32", "UInt64",
+                "Int64", "DateTime64(3, 'UTC')", "DateTime64(3)"]  # fmt: skip
+_NATIVE_BITS = {"UInt8": 8, "UInt16": 16, "UInt32": 32, "UInt64": 64}
+
+
+def native_value(type_name):
+    if "String" in type_name:
+        return st.text(max_size=12) | st.text(max_size=200)
+    if type_name in _NATIVE_BITS:
+        return st.integers(0, 2 ** _NATIVE_BITS[type_name] - 1) | st.booleans()
+    return st.integers(-(2**63), 2**63 - 1)
+
+
+bad_native_value = st.one_of(st.none(), st.floats(allow_nan=False), st.integers(-(2**70), 2**70),
+                             st.text(max_size=3), st.just("\ud800"), st.binary(max_size=3))
+
+
+@st.composite
+def native_tables(draw):
+    """Mostly valid tables; some with a bad value (or two), a short row or an unsupported type."""
+    types = draw(st.lists(st.sampled_from(NATIVE_TYPES), min_size=1, max_size=6))
+    names = [f"c{i}" for i in range(len(types))]
+    rows = draw(st.lists(st.tuples(*[native_value(t) for t in types]), max_size=8))
+    rows = [list(row) if draw(st.booleans()) else row for row in rows]
+    fault = draw(st.sampled_from(["none"] * 6 + ["value", "values", "short", "type"]))
+    if rows and fault in ("value", "values"):
+        for _ in range(1 if fault == "value" else 2):
+            i, j = draw(st.integers(0, len(rows) - 1)), draw(st.integers(0, len(types) - 1))
+            rows[i] = [*rows[i][:j], draw(bad_native_value), *rows[i][j + 1:]]
+    elif rows and fault == "short":
+        rows[-1] = rows[-1][:-1]
+    elif fault == "type":
+        types = [*types[:-1], draw(st.sampled_from(["Float64", "DateTime64(6)", "Date"]))]
+    return names, types, rows
+
+
+@SETTINGS
+@given(native_tables())
+def test_native_block_twins_agree(table):
+    py, c = both("native")
+    names, types, rows = table
+    assert outcome(c.native_block, names, types, rows) == outcome(py.native_block, names, types,
+                                                                 rows)

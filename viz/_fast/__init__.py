@@ -1,11 +1,12 @@
-"""Hot-path helpers of collect and consumer: tokens, payload parsing, the Kafka envelope.
+"""Hot-path helpers of collect and consumer: tokens, payload parsing, the Kafka envelope, and the
+Native-format block the consumer inserts.
 
 Each concern has a compiled module (`_*_c`, Cython) and a pure-Python twin (`_*_py`) with the
-same API and exception classes; `COMPILED` says whether all three compiled ones are in use
+same API and exception classes; `COMPILED` says whether all compiled ones are in use
 (set `VIZ_NO_EXTENSIONS=1` to force the twins). Tests import both explicitly.
 """
 
-from viz._fast import envelope, payload, token
+from viz._fast import envelope, native, payload, token
 from viz._fast.envelope import (
     VERSION,
     Envelope,
@@ -28,7 +29,7 @@ from viz._fast.payload import (
 )
 from viz._fast.token import WINDOW_S, BadIdentifier, TokenExpired, TokenInvalid, TokenSigner
 
-COMPILED: bool = token.COMPILED and payload.COMPILED and envelope.COMPILED
+COMPILED: bool = token.COMPILED and payload.COMPILED and envelope.COMPILED and native.COMPILED
 
 __all__ = [
     "COMPILED",

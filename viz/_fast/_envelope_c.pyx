@@ -3,15 +3,20 @@
 
 Encoding writes validated fields straight into one C buffer: a str is copied as its UTF-8 bytes
 unless it holds '"', '\\' or a control character, which only then goes through json.dumps.
+Decoding reads exactly those bytes (compact, keys in order, no escapes) straight into the
+Envelope or row, without building the JSON object; any other input takes the general path
+(orjson, then the same checks as the pure twin), so results and errors never differ.
 """
 
 import json
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_GetItem
+from cpython.long cimport PyLong_FromLongLong
 from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcmp, memcpy, strlen
 
 from viz._fast._payload_c cimport Event, _deeper_than
 
@@ -25,13 +30,20 @@ cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object o, Py_ssize_t *size) except NULL
     bint PyLong_CheckExact(object o)
     long long PyLong_AsLongLongAndOverflow(object o, int *overflow) except? -1
+    long long PyLong_AsLongLong(object o) except? -1
+    Py_ssize_t PyUnicode_FindChar(object s, Py_UCS4 ch, Py_ssize_t start, Py_ssize_t end,
+                                  int direction) except -2
 
-__all__ = ["VERSION", "Envelope", "decode_envelope", "encode_envelope", "encode_envelopes"]
+__all__ = [
+    "VERSION", "Envelope", "decode_envelope", "decode_row", "encode_envelope", "encode_envelopes",
+]
 
 VERSION = 1
 MAX_DEPTH = 32
 cdef int _MAX_DEPTH = MAX_DEPTH
 cdef long long _MAX_SERVER_MS = 2 ** 53
+cdef long long _MAX_TS_MS = 2 ** 41
+cdef long long _MAX_UINT32 = 2 ** 32 - 1
 cdef object _loads = fast_loads
 cdef tuple _JSON_ERRORS = JSON_ERRORS
 cdef object _dumps = json.dumps
@@ -313,12 +325,154 @@ cdef int _check_unknown(dict obj, frozenset known, tuple known_tuple, int level)
     return 0
 
 
-def decode_envelope(raw):
-    """Decode one Kafka message value; raise EnvelopeError or UnknownVersion."""
+# Fast path: the exact bytes `_encode` writes (compact, keys in order, no escapes) are read
+# straight into an Envelope, without building the JSON object. Anything else -- whitespace,
+# another key order, unknown keys, null, an escape or control character, a number that is not
+# a plain int of at most 18 digits, invalid UTF-8 -- returns None and takes the general path
+# below, so the result (or the error) is always what that path gives.
+
+cdef struct Cur:
+    const char *p
+    const char *end
+
+
+cdef inline bint _skip(Cur *c, const char *lit, Py_ssize_t n) noexcept:
+    if c.end - c.p < n or memcmp(c.p, lit, n) != 0:
+        return False
+    c.p += n
+    return True
+
+
+cdef object _fast_str(Cur *c):
+    """The JSON string at c.p (which must be an unescaped one), or None."""
+    cdef const char *start
+    cdef const char *q
+    cdef unsigned char ch
+    if c.p >= c.end or c.p[0] != 34:  # '"'
+        return None
+    start = c.p + 1
+    q = start
+    while q < c.end:
+        ch = <unsigned char>q[0]
+        if ch == 0x22:
+            break
+        if ch == 0x5C or ch < 0x20:
+            return None
+        q += 1
+    else:
+        return None
+    try:
+        value = PyUnicode_DecodeUTF8(start, q - start, NULL)
+    except UnicodeDecodeError:
+        return None
+    c.p = q + 1
+    return value
+
+
+cdef object _fast_int(Cur *c):
+    """The JSON integer at c.p if it is a plain one of 1 to 18 digits, or None."""
+    cdef long long v = 0
+    cdef int digits = 0
+    cdef bint negative = False
+    if c.p < c.end and c.p[0] == 45:  # '-'
+        negative = True
+        c.p += 1
+    if c.p >= c.end or not (48 <= <int>c.p[0] <= 57):
+        return None
+    if c.p[0] == 48:  # '0'
+        c.p += 1
+        if negative or (c.p < c.end and 48 <= <int>c.p[0] <= 57):
+            return None
+        return 0
+    while c.p < c.end and 48 <= <int>c.p[0] <= 57:
+        if digits == 18:
+            return None
+        v = v * 10 + (<int>c.p[0] - 48)
+        digits += 1
+        c.p += 1
+    return PyLong_FromLongLong(-v if negative else v)
+
+
+cdef Envelope _fast_decode(const char *data, Py_ssize_t n):
+    cdef Cur c
+    cdef Envelope env = Envelope.__new__(Envelope)
+    c.p = data
+    c.end = data + n
+    if not _skip(&c, b'{"v":1,"ts":', 12):
+        return None
+    env.v = 1
+    env.ts = _fast_int(&c)
+    if env.ts is None or not _skip(&c, b',"data":{"eid":', 15):
+        return None
+    env.eid = _fast_str(&c)
+    if env.eid is None or not _skip(&c, b',"sid":', 7):
+        return None
+    env.sid = _fast_str(&c)
+    if env.sid is None or not _skip(&c, b',"tid":', 7):
+        return None
+    env.tid = _fast_str(&c)
+    if env.tid is None:
+        return None
+    if _skip(&c, b',"bid":', 7):
+        env.bid = _fast_str(&c)
+        if env.bid is None:
+            return None
+    if not _skip(&c, b',"id":', 6):
+        return None
+    env.id = _fast_str(&c)
+    if env.id is None or not _skip(&c, b',"t":', 5):
+        return None
+    env.t = _fast_str(&c)
+    if env.t is None or not _skip(&c, b',"p":', 5):
+        return None
+    env.p = _fast_str(&c)
+    if env.p is None:
+        return None
+    if _skip(&c, b',"r":', 5):
+        env.r = _fast_str(&c)
+        if env.r is None:
+            return None
+    if not _skip(&c, b',"cts":', 7):
+        return None
+    env.cts = _fast_int(&c)
+    if env.cts is None:
+        return None
+    if _skip(&c, b',"ms":', 6):
+        env.ms = _fast_int(&c)
+        if env.ms is None:
+            return None
+    if _skip(&c, b',"h":', 5):
+        env.h = _fast_str(&c)
+        if env.h is None:
+            return None
+    if _skip(&c, b',"n":', 5):
+        env.n = _fast_str(&c)
+        if env.n is None:
+            return None
+    if _skip(&c, b',"title":', 9):
+        env.title = _fast_str(&c)
+        if env.title is None:
+            return None
+    if not _skip(&c, b',"ua":', 6):
+        return None
+    env.ua = _fast_str(&c)
+    if env.ua is None or not _skip(&c, b',"tier":', 8):
+        return None
+    env.tier = _fast_int(&c)
+    if env.tier is None or not _skip(&c, b'}}', 2) or c.p != c.end:
+        return None
+    return env
+
+
+cdef Envelope _decode(raw):
     cdef dict top, data
     cdef Envelope env
     if not isinstance(raw, bytes):
         raise EnvelopeError("message value is not bytes")
+    env = _fast_decode(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
+    if env is not None:
+        _check_tier(env.tier)
+        return env
     try:
         doc = _loads(raw)
     except _JSON_ERRORS:
@@ -353,4 +507,59 @@ def decode_envelope(raw):
     env.tier = _get_int(data, "tier", True)
     _check_unknown(data, _DATA_KEYS, _DATA_KEY_TUPLE, 2)
     _check_unknown(top, _TOP_KEYS, _TOP_KEY_TUPLE, 1)
+    _check_tier(env.tier)
     return env
+
+
+cdef inline int _check_tier(object tier) except -1:
+    # The warehouse column is UInt8: an out-of-range tier must go to the dead-letter topic,
+    # not fail every insert of its batch.
+    if not 0 <= tier <= 2:
+        raise EnvelopeError("tier must be 0, 1 or 2")
+    return 0
+
+
+def decode_envelope(raw):
+    """Decode one Kafka message value; raise EnvelopeError or UnknownVersion."""
+    return _decode(raw)
+
+
+cdef inline object _clamp(object value, long long high):
+    # value is an exact int within int64 (_get_int checked it, or _fast_int read <= 18 digits)
+    cdef long long v = PyLong_AsLongLong(value)
+    if v < 0:
+        return 0
+    if v > high:
+        return high
+    return value
+
+
+def decode_row(raw, partition, offset, agent, attribution):
+    """Decode one Kafka message value into a warehouse row (layout: `_envelope_py`)."""
+    cdef Envelope env = _decode(raw)
+    cdef str p = <str>env.p
+    cdef Py_ssize_t end = PyUnicode_FindChar(p, 0x23, 0, PyUnicode_GET_LENGTH(p), 1)  # '#'
+    cdef Py_ssize_t q
+    if end < 0:
+        end = PyUnicode_GET_LENGTH(p)
+    q = PyUnicode_FindChar(p, 0x3F, 0, end, 1)  # '?'
+    if q < 0:
+        path, query = (p if end == PyUnicode_GET_LENGTH(p) else p[:end]), ""
+    else:
+        path, query = p[:q], p[q + 1:end]
+    referrer = "" if env.r is None else env.r
+    ua_columns = agent(env.ua)
+    attr_columns = attribution(query, referrer)
+    if type(ua_columns) is not tuple or type(attr_columns) is not tuple:
+        raise TypeError("agent and attribution must return tuples")
+    cdef list row = [
+        env.eid, env.sid, env.tid, _clamp(env.ts, _MAX_TS_MS), _clamp(env.cts, _MAX_TS_MS),
+        env.t, path, "" if env.title is None else env.title, "" if env.n is None else env.n,
+        "" if env.bid is None else env.bid, env.tier, referrer]
+    row.extend(<tuple>attr_columns)
+    row.extend(<tuple>ua_columns)
+    row.append(0 if env.ms is None else _clamp(env.ms, _MAX_UINT32))
+    row.append("" if env.h is None else env.h)
+    row.append(partition)
+    row.append(offset)
+    return row

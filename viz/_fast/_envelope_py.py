@@ -15,22 +15,42 @@ Wire format (UTF-8 JSON, compact, keys in this order, absent optional fields omi
 Strings are escaped like `json.dumps(s, ensure_ascii=False)`, so both twins produce the same
 bytes. `decode_envelope` tolerates unknown keys (forward compatibility) and rejects any other
 `v` with `UnknownVersion`; anything undecodable raises `EnvelopeError`.
+
+`decode_row` decodes straight into the consumer's warehouse row (a list, in this order):
+
+    eid sid tid ts cts t path title n bid tier r *attribution(query, r) *agent(ua) ms h
+    partition offset
+
+`path` and `query` are `p` without its fragment, split at the first `?`; absent optional
+strings become "", `ms` 0; `ts`/`cts` are clamped to 0..2**41 ms and `ms` to 0..2**32-1, so
+the row always fits its columns. `agent` and `attribution` are the caller's enrichment (the
+consumer's cached lookups); each returns a tuple that is spliced in as is.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 from viz._fast._jsonload import JSON_ERRORS, strict_loads
 from viz._fast.errors import EnvelopeError, UnknownVersion
 
-__all__ = ["VERSION", "Envelope", "decode_envelope", "encode_envelope", "encode_envelopes"]
+__all__ = [
+    "VERSION",
+    "Envelope",
+    "decode_envelope",
+    "decode_row",
+    "encode_envelope",
+    "encode_envelopes",
+]
 
 VERSION = 1
 MAX_DEPTH = 32
 _INT64 = 2**63
+_MAX_TS_MS = 2**41  # year 2039 in ms; anything beyond is clamped, never a crash
+_MAX_UINT32 = 2**32 - 1
 _DATA_KEYS = frozenset(
     {"eid", "sid", "tid", "bid", "id", "t", "p", "r", "cts", "ms", "h", "n", "title", "ua", "tier"}
 )
@@ -219,4 +239,30 @@ def decode_envelope(raw: bytes) -> Envelope:
     )
     _check_unknown(data, _DATA_KEYS, 2)
     _check_unknown(doc, _TOP_KEYS, 1)
+    if not 0 <= env.tier <= 2:  # a UInt8 column: out of range would fail the whole insert
+        raise EnvelopeError("tier must be 0, 1 or 2")
     return env
+
+
+def decode_row(
+    raw: bytes,
+    partition: int,
+    offset: int,
+    agent: Callable[[str], tuple],
+    attribution: Callable[[str, str], tuple],
+) -> list[Any]:
+    """Decode one Kafka message value into a warehouse row (layout in the module docstring);
+    raise what `decode_envelope` raises, and TypeError when an enrichment returns no tuple."""
+    env = decode_envelope(raw)
+    path, _, query = env.p.partition("#")[0].partition("?")
+    referrer = env.r or ""
+    ua_columns = agent(env.ua)
+    attr_columns = attribution(query, referrer)
+    if type(ua_columns) is not tuple or type(attr_columns) is not tuple:
+        raise TypeError("agent and attribution must return tuples")
+    return [
+        env.eid, env.sid, env.tid, min(max(env.ts, 0), _MAX_TS_MS),
+        min(max(env.cts, 0), _MAX_TS_MS), env.t, path, env.title or "", env.n or "",
+        env.bid or "", env.tier, referrer, *attr_columns, *ua_columns,
+        min(max(env.ms or 0, 0), _MAX_UINT32), env.h or "", partition, offset,
+    ]  # fmt: skip

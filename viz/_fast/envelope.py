@@ -1,6 +1,7 @@
 """The Kafka envelope between collect and consumer: encode from validated events, decode back.
 
-Field names and the dedup key `eid` are documented in `viz._fast._envelope_py`.
+Field names and the dedup key `eid`, and the row `decode_row` builds for the consumer, are
+documented in `viz._fast._envelope_py`.
 """
 
 from viz._fast._select import load
@@ -12,6 +13,7 @@ Envelope = _impl.Envelope
 encode_envelope = _impl.encode_envelope
 encode_envelopes = _impl.encode_envelopes
 decode_envelope = _impl.decode_envelope
+decode_row = _impl.decode_row
 
 __all__ = [
     "COMPILED",
@@ -20,6 +22,7 @@ __all__ = [
     "EnvelopeError",
     "UnknownVersion",
     "decode_envelope",
+    "decode_row",
     "encode_envelope",
     "encode_envelopes",
 ]

@@ -1,4 +1,5 @@
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from viz._fast.errors import EnvelopeError as EnvelopeError
 from viz._fast.errors import UnknownVersion as UnknownVersion
@@ -33,3 +34,10 @@ def encode_envelopes(
     payload: Payload, *, tid: str, ua: str, tier: int, server_ms: int
 ) -> list[bytes]: ...
 def decode_envelope(raw: bytes) -> Envelope: ...
+def decode_row(
+    raw: bytes,
+    partition: int,
+    offset: int,
+    agent: Callable[[str], tuple[Any, ...]],
+    attribution: Callable[[str, str], tuple[Any, ...]],
+) -> list[Any]: ...

@@ -8,7 +8,6 @@ the producer, so nothing acknowledged with 204 is still only in memory; then clo
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -25,6 +24,7 @@ from viz.collect.protocol import HttpProtocol, ServerState
 from viz.collect.settings import CollectSettings
 from viz.collect.sinks import KafkaSink
 from viz.common.clock import Clock, SystemClock
+from viz.common.gctune import tune_gc
 from viz.common.site_directory import SiteDirectory
 
 log = logging.getLogger(__name__)
@@ -137,19 +137,6 @@ def serve_process(environ: Mapping[str, str]) -> None:
     setup_logging(settings.log_level)
     tune_gc()
     uvloop.run(serve(settings))
-
-
-def tune_gc(young_threshold: int = 50_000) -> None:
-    """Called once per process before serving. Every request in flight holds a few containers
-    (request, cycle, delivery callback) until its delivery report, so with CPython's default
-    the young generation is collected every few hundred requests and each full collection
-    walks every module and cache (tens of ms, a latency spike). Startup objects are moved out
-    of the collector's sight and young collections come every ``young_threshold`` net
-    allocations instead of 700 (the same tuning as the consumer's)."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(young_threshold, older, oldest)
 
 
 def run_workers(settings: CollectSettings, environ: Mapping[str, str]) -> int:

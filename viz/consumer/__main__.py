@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from prometheus_client import CollectorRegistry
 
 from viz.common.clock import SystemClock
+from viz.common.gctune import tune_gc
 from viz.common.logging import setup_logging
-from viz.consumer.runner import build_loop, tune_gc
+from viz.consumer.runner import build_loop
 from viz.consumer.settings import ConsumerSettings
 from viz.migrations.clickhouse import migrate_clickhouse
 

@@ -90,6 +90,14 @@ def agent(user_agent: str) -> Agent:
     return Agent(browser, version, os_family, device, is_bot)
 
 
+@lru_cache(maxsize=20_000)
+def agent_columns(user_agent: str) -> tuple[str, str, str, str, int]:
+    """`agent()` as the row's columns: browser, browser_version, os, device, is_bot (0/1)
+    (cached on its own: the consumer calls only this one)."""
+    found = agent.__wrapped__(user_agent)
+    return (found.browser, found.browser_version, found.os, found.device, int(found.is_bot))
+
+
 def _host(url: str) -> str:
     try:
         host = urlsplit(url).hostname or ""
@@ -147,3 +155,12 @@ def attribution(query: str, referrer: str) -> Attribution:
             source = utm["source"] or source
     return Attribution(medium, source, referrer_host, utm["source"], utm["medium"],
                        utm["campaign"], utm["term"], utm["content"])
+
+
+@lru_cache(maxsize=16_384)
+def attribution_columns(query: str, referrer: str) -> tuple[str, ...]:
+    """`attribution()` as the row's columns: referrer_host, medium, source, utm_source,
+    utm_medium, utm_campaign, utm_term, utm_content (cached on its own, like ``attribution``)."""
+    found = attribution.__wrapped__(query, referrer)
+    return (found.referrer_host, found.medium, found.source, found.utm_source, found.utm_medium,
+            found.utm_campaign, found.utm_term, found.utm_content)

@@ -8,7 +8,6 @@ batches (the next owner replays them from the recorded range).
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -17,17 +16,16 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from viz._fast.envelope import decode_envelope
+from viz._fast.envelope import decode_row
 from viz._fast.errors import EnvelopeError, UnknownVersion
 from viz.common.clock import Clock
 from viz.consumer.batch import Batch, SeenIds
-from viz.consumer.enrich import agent, attribution
+from viz.consumer.enrich import agent_columns, attribution_columns
 from viz.consumer.settings import ConsumerSettings
 from viz.consumer.writer import ClickHouseWriter, WriteError
 
 log = logging.getLogger(__name__)
 
-_MAX_TS_MS = 2**41  # year 2039 in ms; anything beyond is clamped, never a crash
 FaultHook = Callable[[str], None]
 """Called at ``before_record``, ``before_insert`` and ``before_commit`` (crash tests)."""
 
@@ -77,20 +75,10 @@ class DeadLetters:
 
 
 def event_row(msg_value: bytes, partition: int, offset: int) -> tuple[str, list[Any]]:
-    """Decode and enrich one message into a ``traffic`` row (raises EnvelopeError)."""
-    env = decode_envelope(msg_value)
-    ua = agent(env.ua)
-    path, _, query = env.p.partition("#")[0].partition("?")
-    attr = attribution(query, env.r or "")
-    row = [
-        env.eid, env.sid, env.tid, min(max(env.ts, 0), _MAX_TS_MS),
-        min(max(env.cts, 0), _MAX_TS_MS), env.t, path, env.title or "", env.n or "",
-        env.bid or "", env.tier, env.r or "", attr.referrer_host, attr.medium, attr.source,
-        attr.utm_source, attr.utm_medium, attr.utm_campaign, attr.utm_term, attr.utm_content,
-        ua.browser, ua.browser_version, ua.os, ua.device, int(ua.is_bot),
-        min(max(env.ms or 0, 0), 2**32 - 1), env.h or "", partition, offset,
-    ]
-    return env.eid, row
+    """Decode and enrich one message into a ``traffic`` row, in ``writer.COLUMNS`` order
+    (raises EnvelopeError). Timestamps and ``active_ms`` are clamped to fit their columns."""
+    row = decode_row(msg_value, partition, offset, agent_columns, attribution_columns)
+    return row[0], row
 
 
 class ConsumerLoop:
@@ -202,8 +190,7 @@ class ConsumerLoop:
 
         Never raises for data or ClickHouse trouble."""
         messages = self.consumer.consume(self.settings.batch_max_events, self.poll_timeout_s)
-        for msg in messages:
-            self._take(msg)
+        self._take(messages)
         now = self.clock.monotonic()
         if self._unchecked:
             self._check_ranges()
@@ -218,33 +205,37 @@ class ConsumerLoop:
             self._resume()
         return len(messages)
 
-    def _take(self, msg: Message) -> None:
-        err = msg.error()
-        if err is not None:
-            if err.code() != KafkaError._PARTITION_EOF:
-                log.warning("consume error: %s", err)
-            return
-        p, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-        batch = self._batches.get(p)
-        if batch is None:
-            batch = self._batches[p] = Batch(self.topic, p, self.clock.monotonic(),
-                                             replay_until=self._replay.pop(p, None))
-        batch.add_offset(offset)
-        try:
-            eid, row = event_row(msg.value() or b"", p, offset)
-        except UnknownVersion as exc:
-            self._dead_letter(msg, f"unknown_version:{exc.version}")
-            return
-        except EnvelopeError as exc:
-            self._dead_letter(msg, f"undecodable:{exc}"[:200])
-            return
-        seen = self._seen.get(p)
-        if seen is None:
-            seen = self._seen[p] = SeenIds(self.settings.seen_ids_per_partition)
-        if seen.seen(eid):
-            self.metrics.duplicates.inc()
-            return
-        batch.rows.append(row)
+    def _take(self, messages: list[Message]) -> None:
+        """Decode each message into its partition's batch (the per-event hot loop)."""
+        batches, seen_ids = self._batches, self._seen
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            p, offset = msg.partition() or 0, msg.offset() or 0
+            batch = batches.get(p)
+            if batch is None:
+                batch = batches[p] = Batch(self.topic, p, self.clock.monotonic(),
+                                           replay_until=self._replay.pop(p, None))
+            batch.add_offset(offset)
+            try:
+                row = decode_row(msg.value() or b"", p, offset, agent_columns,
+                                 attribution_columns)
+            except UnknownVersion as exc:
+                self._dead_letter(msg, f"unknown_version:{exc.version}")
+                continue
+            except EnvelopeError as exc:
+                self._dead_letter(msg, f"undecodable:{exc}"[:200])
+                continue
+            seen = seen_ids.get(p)
+            if seen is None:
+                seen = seen_ids[p] = SeenIds(self.settings.seen_ids_per_partition)
+            if seen.seen(row[0]):
+                self.metrics.duplicates.inc()
+                continue
+            batch.rows.append(row)
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
         self.dead_letters.send(msg, reason)
@@ -307,16 +298,6 @@ class ConsumerLoop:
         if left:
             log.warning("stopping with %d uncommitted events; they will be consumed again", left)
         self.consumer.close()
-
-
-def tune_gc(young_threshold: int = 50_000) -> None:
-    """Call once, after startup: the loop allocates several short-lived containers per event
-    and CPython's default collects the young generation every 700 of them; the modules and
-    caches loaded so far are moved out of the collector's sight so full collections skip them."""
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(young_threshold, older, oldest)
 
 
 def kafka_consumer_config(settings: ConsumerSettings) -> dict[str, Any]:

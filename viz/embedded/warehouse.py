@@ -18,9 +18,10 @@ from prometheus_client import CollectorRegistry
 from viz.analytics.app import create_app
 from viz.analytics.settings import AnalyticsSettings
 from viz.common.clock import SystemClock
+from viz.common.gctune import tune_gc
 from viz.common.logging import setup_logging
 from viz.common.web import serve_app
-from viz.consumer.runner import build_loop, tune_gc
+from viz.consumer.runner import build_loop
 from viz.consumer.settings import ConsumerSettings
 from viz.migrations.clickhouse import migrate_clickhouse
 
