@@ -162,6 +162,18 @@ def upgrade(client: Any, workdir: Path, info: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
+def settle(client: Any, timeout_s: float = 900.0) -> None:
+    """Wait until chDB's background merges are done: they run in this process (on the pinned
+    core), so measuring while a view's parts still merge measures the merge."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        running = client.query("SELECT count() FROM system.merges").result_rows[0][0]
+        if not running:
+            break
+        time.sleep(2)
+    print(f"background merges settled after {time.monotonic() - t0:.0f} s", flush=True)
+
+
 def table_stats(client: Any) -> list[tuple[Any, ...]]:
     return list(client.query(
         "SELECT database, table, count() AS parts, sum(rows), "
@@ -340,6 +352,7 @@ def main() -> None:
         info = json.loads(marker.read_text())
         print(f"reusing seeded data from {info['seeded_at']} ({info['events']:,} events)")
         info = upgrade(client, workdir, info)
+    settle(client)
     sites = [r[0] for r in client.query(
         "SELECT site_id FROM viz.traffic GROUP BY site_id ORDER BY count() DESC LIMIT 10"
     ).result_rows]

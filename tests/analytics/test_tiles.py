@@ -137,3 +137,21 @@ def test_the_answer_names_the_tables_that_gave_it(clickhouse_client: Any, seeded
     assert reports.timeseries(paris_days).source == "site_hourly"
     kolkata = Query("s", at(0, 0), at(3, 0), "Asia/Kolkata", "day", 10)
     assert reports.timeseries(kolkata).source == "traffic"
+
+
+@pytest.mark.parametrize("limit", [1, 3, 100])
+def test_pages_ranked_in_two_steps_equal_a_plain_top_n(
+        clickhouse_client: Any, seeded: str, limit: int) -> None:
+    # pages() ranks paths by their sums first and merges visitor states for the top ones only.
+    expected = clickhouse_client.query(
+        f"SELECT path, countIf(event_type = 'pageview') AS pv, "
+        f"uniqExactIf(bid, bid != '' AND event_type = 'pageview'), "
+        f"sumIf(active_ms, event_type = 'active'), countIf(event_type = 'exit') "
+        f"FROM {seeded}.traffic WHERE is_bot = 0 AND ts >= {{a:DateTime64(3)}} "
+        f"AND ts < {{b:DateTime64(3)}} GROUP BY path HAVING pv > 0 ORDER BY pv DESC, path "
+        f"LIMIT {limit}",
+        parameters={"a": at(0, 10, 17).replace(tzinfo=None),
+                    "b": at(2, 7, 45).replace(tzinfo=None)}).result_rows
+    q = Query("s", at(0, 10, 17), at(2, 7, 45), "UTC", "day", limit)
+    assert Reports(clickhouse_client, seeded).pages(q).rows == expected
+    assert len(expected) == min(limit, 6)

@@ -224,18 +224,23 @@ class Reports:
         return Result(rows, source)
 
     def pages(self, q: Query) -> Result:
-        """Paths ranked by their pageview sums first; visitor states are merged for the top
-        ``limit`` only (``pageviews_daily`` is keyed by path, so the others' are not read)."""
+        """Paths ranked by their pageview sums first (a query without visitor states), then
+        the states of the top ``limit`` merged (``pageviews_daily`` is keyed by path, so the
+        other paths' states are not even read). Two queries, because ClickHouse would run a
+        subquery once per part of the union."""
         sql = _Sql(q)
         ranking, _ = self._union(_PAGES.ranking("path, pageviews", f"path, {_PAGEVIEWS}"), q,
                                  sql)
         sql.params["limit"] = q.limit
-        top = (f"SELECT path FROM ({ranking}) GROUP BY path HAVING sum(pageviews) > 0 "
-               f"ORDER BY sum(pageviews) DESC, path LIMIT {{limit:UInt32}}")
-        union, source = self._union(_PAGES.only(f"path IN ({top})"), q, sql)
+        top = [row[0] for row in self._run(
+            f"SELECT path FROM ({ranking}) GROUP BY path HAVING sum(pageviews) > 0 "
+            f"ORDER BY sum(pageviews) DESC, path LIMIT {{limit:UInt32}}", sql.params)]
+        sql = _Sql(q)
+        union, source = self._union(_PAGES.only("path IN {top:Array(String)}"), q, sql)
+        sql.params["top"] = top
         rows = self._run(f"SELECT path, sum(pageviews) AS pv, {_MERGE_VISITORS}, sum(active_ms), "
                          f"sum(exits) FROM ({union}) GROUP BY path ORDER BY pv DESC, path",
-                         sql.params)
+                         sql.params) if top else []
         return Result(rows, source)
 
     def referrers(self, q: Query) -> Result:
