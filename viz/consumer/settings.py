@@ -29,7 +29,8 @@ class ConsumerSettings:
             kafka=KafkaSettings.read(env),
             clickhouse=ClickHouseSettings.read(env),
             group_id=env.str("VIZ_CONSUMER_GROUP", "viz-consumer"),
-            batch_max_events=env.int("VIZ_CONSUMER_BATCH_MAX_EVENTS", 1000, min=1, max=1_000_000),
+            batch_max_events=env.int("VIZ_CONSUMER_BATCH_MAX_EVENTS", 10_000, min=1,
+                                     max=1_000_000),
             flush_interval_s=env.float("VIZ_CONSUMER_FLUSH_INTERVAL_S", 5.0, min=0.01),
             # Tansu (the embedded broker) joins groups in seconds only around 6000 ms.
             session_timeout_ms=env.int("VIZ_CONSUMER_SESSION_TIMEOUT_MS", 6000, min=1000),
