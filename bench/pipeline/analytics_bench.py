@@ -162,15 +162,18 @@ def upgrade(client: Any, workdir: Path, info: dict[str, Any]) -> dict[str, Any]:
     return info
 
 
-def settle(client: Any, timeout_s: float = 900.0) -> None:
+def settle(client: Any, timeout_s: float = 900.0, quiet_s: float = 20.0) -> None:
     """Wait until chDB's background merges are done: they run in this process (on the pinned
-    core), so measuring while a view's parts still merge measures the merge."""
+    core), so measuring while a view's parts still merge measures the merge. The scheduler
+    starts merges a few seconds after the engine opens, so "done" means none for ``quiet_s``."""
     t0 = time.monotonic()
+    quiet_since = t0
     while time.monotonic() - t0 < timeout_s:
-        running = client.query("SELECT count() FROM system.merges").result_rows[0][0]
-        if not running:
+        if client.query("SELECT count() FROM system.merges").result_rows[0][0]:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= quiet_s:
             break
-        time.sleep(2)
+        time.sleep(1)
     print(f"background merges settled after {time.monotonic() - t0:.0f} s", flush=True)
 
 

@@ -7,8 +7,9 @@
 -- * 1024-row granules instead of 8192, so a site's range reads few states of other sites;
 -- * `pageviews_daily`: a 30-day pages report reads one row per (day, path) instead of one per
 --   (hour, path): 15k rows instead of 568k for the biggest bench site. Keyed by path first, in
---   256-row granules: the report ranks paths by their sums, then merges the visitor states of
---   the top ones only, which the key lets it read without the other paths' states;
+--   64-row granules (about two paths' month each): the report ranks paths by their sums, then
+--   merges the visitor states of the top ones only, which the key lets it read without the
+--   other paths' states;
 -- * `site_daily`: a year's overview merges 365 visitor states instead of 8,760.
 -- The rollups are rebuilt from `traffic`, the source of truth. Run with the consumers stopped
 -- (`viz up` and compose migrate before starting them; on Kubernetes scale viz-consumer to 0):
@@ -90,7 +91,7 @@ ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(day)
 ORDER BY (site_id, path, day)
 TTL day + INTERVAL {retention_days} DAY
-SETTINGS index_granularity = 256, non_replicated_deduplication_window = 10000;
+SETTINGS index_granularity = 64, non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS {database}.referrers_daily
 (
