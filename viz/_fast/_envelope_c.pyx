@@ -15,9 +15,10 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.long cimport PyLong_FromLongLong
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy, strlen
 
+from viz._fast._buf cimport Buf, _reserve
 from viz._fast._payload_c cimport Event, _deeper_than
 
 from viz._fast._jsonload import JSON_ERRORS, fast_loads
@@ -56,27 +57,6 @@ cdef tuple _TOP_KEY_TUPLE = tuple(_TOP_KEYS)
 
 
 # ---------------------------------------------------------------- encoding
-
-cdef struct Buf:
-    char *data
-    Py_ssize_t len
-    Py_ssize_t cap
-
-
-cdef int _reserve(Buf *b, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t cap = b.cap
-    cdef char *grown
-    if b.len + extra <= cap:
-        return 0
-    while cap < b.len + extra:
-        cap *= 2
-    grown = <char *>realloc(b.data, cap)
-    if grown == NULL:
-        raise MemoryError()
-    b.data = grown
-    b.cap = cap
-    return 0
-
 
 cdef inline int _raw(Buf *b, const char *s, Py_ssize_t n) except -1:
     _reserve(b, n)

@@ -9,8 +9,10 @@ then joined into the block.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.object cimport PyObject
 from libc.stdint cimport uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
+
+from viz._fast._buf cimport Buf, _reserve
 
 from viz._fast._native_py import native_type
 
@@ -31,27 +33,6 @@ cdef enum Kind:
     K_STR, K_U8, K_U16, K_U32, K_U64, K_I64
 
 cdef dict _KINDS = {"s": K_STR, "B": K_U8, "H": K_U16, "I": K_U32, "Q": K_U64, "q": K_I64}
-
-
-cdef struct Buf:
-    char *data
-    Py_ssize_t len
-    Py_ssize_t cap
-
-
-cdef int _reserve(Buf *b, Py_ssize_t extra) except -1:
-    cdef Py_ssize_t cap = b.cap
-    cdef char *grown
-    if b.len + extra <= cap:
-        return 0
-    while cap < b.len + extra:
-        cap *= 2
-    grown = <char *>realloc(b.data, cap)
-    if grown == NULL:
-        raise MemoryError()
-    b.data = grown
-    b.cap = cap
-    return 0
 
 
 cdef inline int _varint(Buf *b, uint64_t n) except -1:
