@@ -1,5 +1,9 @@
 """Service benchmark: nginx empty 204, a plain aiohttp collect and viz-collect, side by side.
 
+Optional targets ``floor`` and ``floor-nowait`` (``floor_collect.py``) are the bare contract on
+collect's own stack: the body produced as is and a 204 after its delivery report (or, for
+``-nowait``, right after ``produce``), with no validation at all.
+
 One run starts the embedded broker (and, for viz-collect, PostgreSQL + viz-config + a site),
 then for every repetition and every server: starts the server pinned to one core, measures
 throughput at saturation and latency at fixed open-loop rates with ``bench/loadgen`` pinned to
@@ -334,6 +338,13 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
             if args.aiohttp_uvloop:
                 argv.append("--uvloop")
             servers.append(Server(name, argv, dict(os.environ), port))
+        elif name in ("floor", "floor-nowait"):
+            argv = [sys.executable, str(HERE / "floor_collect.py"), "--port", str(port),
+                    "--bootstrap", env.bootstrap, "--key", env.site.sid,
+                    "--linger-ms", str(args.linger_ms), "--compression", args.compression]
+            if name == "floor-nowait":
+                argv.append("--no-wait")
+            servers.append(Server(name, argv, dict(os.environ), port))
         elif name == "collect":
             cenv = {**os.environ, "VIZ_KAFKA_BOOTSTRAP": env.bootstrap,
                     "VIZ_CONFIG_URL": env.config_url, "VIZ_SERVICE_TOKEN": env.service_token,
@@ -346,7 +357,8 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
             argv = [sys.executable, "-m", "viz", "serve", "collect"]
             servers.append(Server(name, argv, cenv, port))
         else:
-            raise SystemExit(f"unknown target {name!r} (nginx, aiohttp, collect)")
+            raise SystemExit(f"unknown target {name!r} "
+                             "(nginx, aiohttp, floor, floor-nowait, collect)")
     return servers
 
 
@@ -534,7 +546,8 @@ def summarise(results: dict[str, list[dict[str, Any]]], names: list[str],
     # Ratios per repetition (servers measured minutes apart, under the same noise), then median.
     ratios: dict[str, Any] = {}
     n = min(len(results[x]) for x in names)
-    for a, b in (("collect", "nginx"), ("collect", "aiohttp"), ("aiohttp", "nginx")):
+    for a, b in (("collect", "nginx"), ("collect", "aiohttp"), ("aiohttp", "nginx"),
+                 ("collect", "floor"), ("floor", "nginx"), ("floor", "floor-nowait")):
         if a in names and b in names:
             per = [results[a][i]["saturation"]["achieved_rps"]
                    / max(results[b][i]["saturation"]["achieved_rps"], 1e-9) for i in range(n)]

@@ -45,8 +45,8 @@ async def cmp(aiohttp_client: Callable[[web.Application], Awaitable[TestClient]]
 
 
 @pytest.fixture
-async def sites(cmp: TestClient, config_url: str) -> Sites:
-    return Sites(tid="t" + uuid.uuid4().hex[:12], config_url=config_url, client=cmp)
+async def sites(cmp: TestClient, config_url: str, clock: ManualClock) -> Sites:
+    return Sites(tid="t" + uuid.uuid4().hex[:12], config_url=config_url, client=cmp, clock=clock)
 
 
 @pytest.fixture

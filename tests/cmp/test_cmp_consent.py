@@ -27,14 +27,17 @@ from viz.cmp.store import ConsentStore, open_pool
 from viz.common.clock import ManualClock
 
 
-async def post(cmp: TestClient, body: dict[str, Any], *, origin: str | None = ORIGIN,
-               gpc: bool = False, **headers: str) -> tuple[int, Any, Any]:
+async def post(sites: Sites, body: dict[str, Any], *, origin: str | None = ORIGIN,
+               gpc: bool = False, sign: bool = True, **headers: str) -> tuple[int, Any, Any]:
+    """POST the decision as cmp.js does: with collect's current token for its bid (``sign``)."""
     sent = dict(headers)
     if origin is not None:
         sent["Origin"] = origin
     if gpc:
         sent["Sec-GPC"] = "1"
-    response = await cmp.post("/cmp/consent", json=body, headers=sent)
+    if sign:
+        body = await sites.signed(body)
+    response = await sites.client.post("/cmp/consent", json=body, headers=sent)
     return response.status, await response.json(), response
 
 
@@ -53,7 +56,7 @@ async def ledger(dsn: str, tid: str) -> list[Any]:
 
 async def test_a_choice_upserts_the_current_state_and_appends_its_proof(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str, clock: ManualClock) -> None:
-    status, body, response = await post(cmp, choice(sid, 1))
+    status, body, response = await post(sites, choice(sid, 1))
     assert status == 200, body
     assert body["tier"] == body["requested_tier"] == 1
     assert (body["previous_tier"], body["gpc"], body["gpc_capped"], body["method"]) == (
@@ -106,9 +109,9 @@ async def test_a_failing_ledger_insert_leaves_no_current_state(
 async def test_a_ledger_failure_over_http_is_a_500_and_changes_nothing(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    assert (await post(cmp, choice(sid, 2)))[0] == 200
+    assert (await post(sites, choice(sid, 2)))[0] == 200
     monkeypatch.setattr(viz.cmp.store, "ledger_method", lambda choice, previous: "forged")
-    status, body, _ = await post(cmp, choice(sid, 0))
+    status, body, _ = await post(sites, choice(sid, 0))
     assert (status, body["error"]["code"]) == (500, "internal")
     [record] = await records(cmp_database, sites.tid)
     assert record["tier"] == 2  # the withdrawal was not applied without its proof
@@ -117,9 +120,9 @@ async def test_a_ledger_failure_over_http_is_a_500_and_changes_nothing(
 
 async def test_a_withdrawal_is_recorded_with_the_tier_it_replaced(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str, clock: ManualClock) -> None:
-    await post(cmp, choice(sid, 2))
+    await post(sites, choice(sid, 2))
     clock.advance(3600)
-    status, body, _ = await post(cmp, choice(sid, 0))
+    status, body, _ = await post(sites, choice(sid, 0))
     assert status == 200
     assert (body["tier"], body["previous_tier"], body["method"]) == (0, 2, "withdrawal")
     [record] = await records(cmp_database, sites.tid)
@@ -128,13 +131,13 @@ async def test_a_withdrawal_is_recorded_with_the_tier_it_replaced(
     assert [(r["tier"], r["previous_tier"], r["method"]) for r in rows] == [
         (2, None, "banner"), (0, 2, "withdrawal")]
     # Raising it again is a new consent, not a withdrawal.
-    _, body, _ = await post(cmp, choice(sid, 1))
+    _, body, _ = await post(sites, choice(sid, 1))
     assert (body["previous_tier"], body["method"]) == (0, "banner")
 
 
 async def test_gpc_caps_tier_two_at_one_and_the_ledger_says_so(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str) -> None:
-    status, body, _ = await post(cmp, choice(sid, 2), gpc=True)
+    status, body, _ = await post(sites, choice(sid, 2), gpc=True)
     assert status == 200
     assert (body["tier"], body["requested_tier"], body["gpc"], body["gpc_capped"],
             body["method"]) == (1, 2, True, True, "gpc")
@@ -150,16 +153,16 @@ async def test_gpc_caps_tier_two_at_one_and_the_ledger_says_so(
 
 async def test_gpc_does_not_touch_tiers_it_does_not_cap(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str) -> None:
-    _, body, _ = await post(cmp, choice(sid, 1), gpc=True)
+    _, body, _ = await post(sites, choice(sid, 1), gpc=True)
     assert (body["tier"], body["gpc"], body["gpc_capped"], body["method"]) == (
         1, True, False, "banner")
-    _, body, _ = await post(cmp, choice(sid, 2), **{"Sec-GPC": "0"})
+    _, body, _ = await post(sites, choice(sid, 2), **{"Sec-GPC": "0"})
     assert (body["tier"], body["gpc"]) == (2, False)
 
 
 async def test_an_explicit_tier_two_stands_despite_gpc(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str) -> None:
-    status, body, _ = await post(cmp, choice(sid, 2, explicit=True), gpc=True)
+    status, body, _ = await post(sites, choice(sid, 2, explicit=True), gpc=True)
     assert status == 200
     assert (body["tier"], body["gpc"], body["gpc_capped"], body["method"]) == (
         2, True, False, "banner")
@@ -170,7 +173,7 @@ async def test_an_explicit_tier_two_stands_despite_gpc(
 
 async def test_a_decline_before_any_browser_id_is_still_provable(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str) -> None:
-    status, body, _ = await post(cmp, choice(sid, 0, bid=None))
+    status, body, _ = await post(sites, choice(sid, 0, bid=None))
     assert status == 200
     assert (body["tier"], body["previous_tier"]) == (0, None)
     assert await records(cmp_database, sites.tid) == []
@@ -178,38 +181,39 @@ async def test_a_decline_before_any_browser_id_is_still_provable(
     assert row["bid"] is None and str(row["consent_id"]) == body["consent_id"]
     assert (row["tier"], row["method"]) == (0, "banner")
     # null is the same as no bid
-    status, body2, _ = await post(cmp, {**choice(sid, 0, bid=None), "bid": None})
+    status, body2, _ = await post(sites, {**choice(sid, 0, bid=None), "bid": None})
     assert status == 200 and body2["consent_id"] != body["consent_id"]
 
 
 async def test_confirming_the_same_choice_keeps_consented_at_and_adds_proof(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str, clock: ManualClock) -> None:
-    _, first, _ = await post(cmp, choice(sid, 1))
+    _, first, _ = await post(sites, choice(sid, 1))
     clock.advance(600)
-    _, again, _ = await post(cmp, choice(sid, 1))
+    _, again, _ = await post(sites, choice(sid, 1))
     assert again["consented_at"] == first["consented_at"]
     assert again["previous_tier"] == 1
     assert len(await ledger(cmp_database, sites.tid)) == 2
     clock.advance(600)
-    _, newer, _ = await post(cmp, {**choice(sid, 1), "banner_version": "2025-02"})
+    _, newer, _ = await post(sites, {**choice(sid, 1), "banner_version": "2025-02"})
     assert newer["consented_at"] > first["consented_at"]  # a new banner is a new consent
 
 
 async def test_consent_is_per_tenant_and_shared_by_its_sites(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str) -> None:
     other = (await sites.create("blog", domains=["blog.example"]))["sid"]
-    await post(cmp, choice(sid, 2))
-    _, body, _ = await post(cmp, choice(other, 1), origin="https://blog.example")
+    await post(sites, choice(sid, 2))
+    _, body, _ = await post(sites, choice(other, 1), origin="https://blog.example")
     assert (body["previous_tier"], body["method"]) == (2, "withdrawal")
     [record] = await records(cmp_database, sites.tid)
     assert (record["sid"], record["tier"]) == (other, 1)
-    await post(cmp, choice(sid, 1, bid=OTHER_BID))
+    await post(sites, choice(sid, 1, bid=OTHER_BID))
     assert len(await records(cmp_database, sites.tid)) == 2
 
 
 async def test_a_sendbeacon_text_plain_body_is_accepted(
         cmp: TestClient, sites: Sites, sid: str) -> None:
-    response = await cmp.post("/cmp/consent", data=json.dumps(choice(sid, 1)),
+    body = await sites.signed(choice(sid, 1))
+    response = await cmp.post("/cmp/consent", data=json.dumps(body),
                               headers={"Content-Type": "text/plain;charset=UTF-8",
                                        "Origin": ORIGIN})
     assert response.status == 200, await response.text()
@@ -218,7 +222,7 @@ async def test_a_sendbeacon_text_plain_body_is_accepted(
 
 async def test_a_request_without_origin_is_recorded_as_api(
         cmp: TestClient, cmp_database: str, sites: Sites, sid: str) -> None:
-    status, body, response = await post(cmp, choice(sid, 1, method="api"), origin=None)
+    status, body, response = await post(sites, choice(sid, 1, method="api"), origin=None)
     assert status == 200
     assert "Access-Control-Allow-Origin" not in response.headers
     [row] = await ledger(cmp_database, sites.tid)
@@ -227,12 +231,12 @@ async def test_a_request_without_origin_is_recorded_as_api(
 
 async def test_the_admin_export_returns_records_and_the_whole_ledger(
         cmp: TestClient, sites: Sites, sid: str, clock: ManualClock) -> None:
-    await post(cmp, choice(sid, 2))
+    await post(sites, choice(sid, 2))
     clock.advance(60)
-    await post(cmp, choice(sid, 2), gpc=True)
+    await post(sites, choice(sid, 2), gpc=True)
     clock.advance(60)
-    await post(cmp, choice(sid, 0))
-    await post(cmp, choice(sid, 1, bid=OTHER_BID))
+    await post(sites, choice(sid, 0))
+    await post(sites, choice(sid, 1, bid=OTHER_BID))
     export = await sites.admin("GET", f"/admin/consent/{BID}?tid={sites.tid}")
     assert export["bid"] == BID and export["tid"] == sites.tid
     assert [(r["sid"], r["tier"]) for r in export["records"]] == [(sid, 0)]

@@ -93,11 +93,12 @@ def test_signing_refuses_values_the_cookie_cannot_carry() -> None:
 # --- over HTTP ------------------------------------------------------------------------------
 
 
-async def decide(cmp: TestClient, sid: str, tier: int, bid: str | None = BID) -> dict[str, Any]:
+async def decide(sites: Sites, sid: str, tier: int, bid: str | None = BID) -> dict[str, Any]:
     body: dict[str, Any] = {"sid": sid, "tier": tier, "banner_version": "2025-01"}
     if bid:
         body["bid"] = bid
-    response = await cmp.post("/cmp/consent", json=body, headers={"Origin": ORIGIN})
+    response = await sites.client.post("/cmp/consent", json=await sites.signed(body),
+                                       headers={"Origin": ORIGIN})
     assert response.status == 200
     return dict(await response.json())
 
@@ -114,7 +115,7 @@ async def status(cmp: TestClient, sid: str, bid: str | None = BID,
 
 async def test_the_issued_cookie_is_verifiable_with_the_cmp_secret(
         cmp: TestClient, sites: Sites, sid: str, clock: ManualClock) -> None:
-    body = await decide(cmp, sid, 2)
+    body = await decide(sites, sid, 2)
     keys = (COOKIE_SECRET.encode(),)
     assert verify_consent_cookie(body["cookie"], sites.tid, BID, clock.time(), keys=keys,
                                  max_age_s=MAX_AGE) == 2
@@ -125,7 +126,7 @@ async def test_the_issued_cookie_is_verifiable_with_the_cmp_secret(
 async def test_status_answers_from_the_cookie_then_the_record(
         cmp: TestClient, sites: Sites, sid: str, clock: ManualClock) -> None:
     assert await status(cmp, sid) == {"tier": None}
-    body = await decide(cmp, sid, 2)
+    body = await decide(sites, sid, 2)
     from_cookie = await status(cmp, sid, cookie=body["cookie"])
     assert from_cookie == {"tier": 2, "consented_at": body["consented_at"],
                            "banner_version": "2025-01", "source": "cookie"}
@@ -134,12 +135,12 @@ async def test_status_answers_from_the_cookie_then_the_record(
 
 
 async def test_status_ignores_a_forged_cookie(cmp: TestClient, sites: Sites, sid: str) -> None:
-    declined = await decide(cmp, sid, 0, bid=None)
+    declined = await decide(sites, sid, 0, bid=None)
     forged = _swap_tier(declined["cookie"], "2")
     assert await status(cmp, sid, bid=None, cookie=forged) == {"tier": None}
     assert (await status(cmp, sid, bid=None, cookie=declined["cookie"]))["tier"] == 0
     # Forged for a browser with a record: the record is the answer, not the forgery.
-    await decide(cmp, sid, 1)
+    await decide(sites, sid, 1)
     assert (await status(cmp, sid, cookie=_swap_tier(declined["cookie"], "2")))["tier"] == 1
     metrics = await (await cmp.get("/metrics")).text()
     assert "viz_cmp_cookies_rejected_total 2.0" in metrics
@@ -147,7 +148,7 @@ async def test_status_ignores_a_forged_cookie(cmp: TestClient, sites: Sites, sid
 
 async def test_status_does_not_trust_another_browsers_or_tenants_cookie(
         cmp: TestClient, sites: Sites, sid: str) -> None:
-    mine = await decide(cmp, sid, 2, bid=OTHER_BID)
+    mine = await decide(sites, sid, 2, bid=OTHER_BID)
     assert await status(cmp, sid, bid=BID, cookie=mine["cookie"]) == {"tier": None}
     other_tenant = (await Sites(tid=sites.tid + "b", config_url=sites.config_url,
                                 client=sites.client).create())["sid"]
@@ -157,7 +158,7 @@ async def test_status_does_not_trust_another_browsers_or_tenants_cookie(
 
 async def test_an_expired_cookie_falls_back_to_the_record(
         cmp: TestClient, sites: Sites, sid: str, clock: ManualClock) -> None:
-    body = await decide(cmp, sid, 2)
+    body = await decide(sites, sid, 2)
     clock.advance(365 * 86_400 + 1)
     assert (await status(cmp, sid, cookie=body["cookie"]))["source"] == "record"
     assert await status(cmp, sid, bid=None, cookie=body["cookie"]) == {"tier": None}
@@ -165,6 +166,6 @@ async def test_an_expired_cookie_falls_back_to_the_record(
 
 async def test_a_choice_made_before_the_bid_existed_still_answers_status(
         cmp: TestClient, sites: Sites, sid: str) -> None:
-    body = await decide(cmp, sid, 1, bid=None)
+    body = await decide(sites, sid, 1, bid=None)
     answer = await status(cmp, sid, bid=BID, cookie=body["cookie"])
     assert (answer["tier"], answer["source"]) == (1, "cookie")

@@ -17,8 +17,9 @@ def consent(sid: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("origin", [ORIGIN, "https://www.news.example", "http://news.example:8080"])
 async def test_the_sites_origins_get_a_credentialed_cors_grant(
-        cmp: TestClient, sid: str, origin: str) -> None:
-    for response in (await cmp.post("/cmp/consent", json=consent(sid), headers={"Origin": origin}),
+        cmp: TestClient, sites: Sites, sid: str, origin: str) -> None:
+    body = await sites.signed(consent(sid))
+    for response in (await cmp.post("/cmp/consent", json=body, headers={"Origin": origin}),
                      await cmp.get("/cmp/status", params={"sid": sid},
                                    headers={"Origin": origin})):
         assert response.status == 200
@@ -112,8 +113,8 @@ async def test_a_site_without_the_cmp_feature_is_403_readable_by_its_page(
     ({"method": "gpc"}, "method", "must be one of banner, api, withdrawal (gpc is recorded by "
                                   "the server from the Sec-GPC header)"),
     ({"explicit": "yes"}, "explicit", "must be true or false"),
-    ({"ip": "1.2.3.4"}, "ip", "unknown field; allowed: sid, bid, tier, banner_version, method, "
-                              "explicit"),
+    ({"ip": "1.2.3.4"}, "ip", "unknown field; allowed: sid, bid, token, tier, banner_version, "
+                              "method, explicit"),
 ])
 async def test_invalid_fields_are_named_in_a_400(
         cmp: TestClient, sid: str, change: dict[str, Any], field: str,
@@ -163,12 +164,13 @@ async def test_status_validates_its_query(cmp: TestClient, sid: str) -> None:
     assert (await response.json())["error"]["field"] == "bid"
 
 
-async def test_ops_routes_report_health_readiness_and_metrics(cmp: TestClient, sid: str) -> None:
+async def test_ops_routes_report_health_readiness_and_metrics(
+        cmp: TestClient, sites: Sites, sid: str) -> None:
     assert (await cmp.get("/healthz")).status == 200
     response = await cmp.get("/readyz")
     assert response.status == 200
     assert (await response.json())["checks"] == {"postgres": "ok", "config": "ok"}
-    await cmp.post("/cmp/consent", json=consent(sid, tier=0))
+    await cmp.post("/cmp/consent", json=await sites.signed(consent(sid, tier=0)))
     metrics = await (await cmp.get("/metrics")).text()
     assert 'viz_cmp_decisions_total{method="banner",tier="0"} 1.0' in metrics
     assert 'viz_cmp_decisions_total{method="withdrawal",tier="2"} 0.0' in metrics

@@ -205,6 +205,41 @@ def test_a_rejected_token_is_refreshed_and_the_events_still_count_once(
     assert site.overview()["pageviews"] == 1 == numbers["pageviews"]
 
 
+def test_the_consent_record_names_the_browser_and_survives_an_expired_token(
+        platform: Up, page: Page) -> None:
+    """cmp.js sends collect's token with the bid; viz-cmp's 401 makes it fetch a fresh one from
+    /init and send the same decision again, which is then recorded for that browser."""
+    site = Site(platform)
+    key = site.secret_key()
+    consent_url = f"{platform.url('cmp')}/cmp/consent"
+    sent: list[dict[str, Any]] = []
+    answers: list[int] = []
+
+    def expire_first(route: Route) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        sent.append(body)
+        if len(sent) == 1 and body.get("bid"):  # genuine, but from twenty minutes ago
+            body["token"] = TokenSigner([key]).issue(body["bid"], site.sid, time.time() - 1200)
+            route.continue_(post_data=json.dumps(body))
+            return
+        route.continue_()
+
+    page.route(f"{consent_url}*", expire_first)
+    page.on("response", lambda r: answers.append(r.status) if r.url == consent_url else None)
+    page.goto(site.page_url)
+    with page.expect_response(lambda r: r.url == consent_url and r.status == 200,
+                              timeout=20_000):
+        choose(page, "Accept")
+    bid = wait_until_identified(page)
+    assert answers == [401, 200]
+    assert [(b.get("bid"), b["tier"]) for b in sent] == [(bid, 1), (bid, 1)]
+    assert all(len(b["token"]) == 64 for b in sent)
+    assert sent[1]["token"] == page.evaluate("() => window.viz.id.token")
+    status = requests.get(f"{platform.url('cmp')}/cmp/status",
+                          params={"sid": site.sid, "bid": bid}, timeout=10).json()
+    assert (status["tier"], status["source"]) == (1, "record")
+
+
 def test_a_banner_full_of_xss_payloads_renders_inert(platform: Up, page: Page) -> None:
     payloads = {
         "title": '<img src=x onerror="window.__xss=1">',

@@ -1,7 +1,8 @@
 /* cmp.js: the consent banner, ES5 syntax for IE11+. Reads the stored choice (localStorage
  * `viz_consent`, else the first-party cookie `viz_consent`), shows the banner when there is none
- * for the current banner version, records a choice (locally + POST {urls.cmp}/cmp/consent) and
- * announces it with viz.tier(t) -> `viz:consent` {tier}. viz.consent() reopens the banner.
+ * for the current banner version, records a choice (locally + POST {urls.cmp}/cmp/consent, with
+ * collect's bid + token when there are some) and announces it with viz.tier(t) -> `viz:consent`
+ * {tier}. viz.consent() reopens the banner.
  *
  * Banner texts come from cfg.cmp_config and are admin-written plain text: they are only ever
  * set with textContent. Keyboard: focus moves to the first button when the banner opens (Decline,
@@ -64,26 +65,36 @@
   // how: true for a button, false for Escape (not an explicit decision).
   function choose(tier, how) {
     var body = { sid: cfg.sid, tier: tier, banner_version: version, explicit: how },
-      bid = viz.id && viz.id.bid || viz.ls('viz_bid'), sent = 0;
+      id = viz.id, sent = 0, again = 0;
     close();
     // Remembering the choice (a refusal too) is what keeps the banner from asking again.
     viz.ls(KEY, JSON.stringify({ tier: tier, v: version, ts: Date.now() }));
     d.cookie = KEY + '=' + tier + '.' + encodeURIComponent(version) + '; Max-Age=' + MAX_AGE_S +
       '; Path=/; SameSite=Lax' + (w.location.protocol == 'https:' ? '; Secure' : '');
-    function send(id) {
-      if (sent || !cfg.urls || !cfg.urls.cmp) return;
-      sent = 1;
-      if (id && id.bid || bid) body.bid = id && id.bid || bid;
-      viz.x('POST', cfg.urls.cmp + '/cmp/consent', JSON.stringify(body), function () {});
+    // The record names a browser only with collect's proof that it is this one: the bid and the
+    // token /init gave with it (viz-cmp refuses a bid without its token).
+    function send(i) {
+      if (sent++ || !cfg.urls || !cfg.urls.cmp) return;
+      body.bid = i && i.bid; // undefined: left out of the JSON
+      body.token = i && i.token;
+      viz.x('POST', cfg.urls.cmp + '/cmp/consent', JSON.stringify(body), function (s) {
+        // 401 token_expired (a page left open): once, a fresh token from collect, then again.
+        if (s == 401 && !again++) wait(viz.init);
+      });
     }
-    // A first consent has no browser id yet: collect asks /init for one, the record waits for it
-    // (at most 5 s) so the ledger row names the browser it is about.
-    if (tier && !bid && f.collect) {
-      viz.on('viz:id', send);
-      setTimeout(send, 5000);
+    // A consent without an id yet waits for the one collect gets from /init (at most 5 s) so
+    // the ledger row names the browser it is about; a decline without one goes without a bid.
+    function wait(refresh) {
+      sent = 0;
+      if (tier && f.collect) {
+        viz.on('viz:id', send);
+        setTimeout(send, 5000);
+        if (refresh) refresh();
+      } else send();
     }
     viz.tier(tier);
-    if (!tier || bid || !f.collect) send();
+    if (id) send(id);
+    else wait();
   }
 
   // Text only ever enters the page as textContent: admin texts stay inert.

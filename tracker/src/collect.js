@@ -285,6 +285,7 @@
     n = txt(n, 128);
     if (n) push('event', { n: n });
   });
+  viz.init = init; // cmp.js asks for a fresh token when viz-cmp says the one it sent expired
   viz.on('viz:consent', consent);
   if (viz.t !== null) consent({ tier: viz.t });
 })(window, document);

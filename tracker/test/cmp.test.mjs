@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { BID, config, page } from './harness.mjs';
+import { BID, TOKEN, TOKEN2, config, page } from './harness.mjs';
 
 const XSS = '<img src=x onerror="window.pwned=1"><script>window.pwned=1</script>';
 const tiersOf = (p) => p.events.filter((e) => e.type === 'viz:consent').map((e) => e.detail.tier);
@@ -44,7 +44,7 @@ for (const minified of [false, true]) {
       assert.ok(!p.doc.documentElement.outerHTML.includes('<img src="x"'));
     });
 
-    test('accept: stored locally and in a first-party cookie, POSTed with the bid, viz:consent fired', () => {
+    test('accept: stored locally and in a first-party cookie, POSTed with the bid and its token, viz:consent fired', () => {
       const p = page({ minified });
       p.click(p.buttons().at(-1)); // Accept: tier 1 (recs is off, so tier 1 is the top)
       assert.equal(p.banner(), null, 'banner closed');
@@ -59,7 +59,8 @@ for (const minified of [false, true]) {
       assert.equal(post.method, 'POST');
       assert.equal(post.withCredentials, true);
       assert.equal(post.url.href, 'https://cmp.news.example/cmp/consent');
-      assert.deepEqual(post.json, { sid: 'news-site', tier: 1, banner_version: stored.v, explicit: true, bid: BID });
+      // The token /init gave with the bid: viz-cmp records a bid only with collect's proof.
+      assert.deepEqual(post.json, { sid: 'news-site', tier: 1, banner_version: stored.v, explicit: true, bid: BID, token: TOKEN });
     });
 
     test('the consent record goes without a bid when /init does not answer within 5 s', () => {
@@ -132,7 +133,7 @@ for (const minified of [false, true]) {
       assert.equal(JSON.parse(pinned.win.localStorage.getItem('viz_consent')).v, '3');
     });
 
-    test('viz.consent() reopens the banner; withdrawal is as easy and sends the bid', () => {
+    test('viz.consent() reopens the banner; withdrawal is as easy and sends the bid and its token', () => {
       const p = page({ minified });
       p.click(p.buttons().at(-1));
       p.answerInit();
@@ -141,8 +142,66 @@ for (const minified of [false, true]) {
       assert.ok(p.banner(), 'reopened');
       p.click(p.buttons()[0]);
       assert.deepEqual(tiersOf(p), [1, 0]);
-      assert.deepEqual(consentPosts(p).map((x) => [x.json.tier, x.json.bid]), [[1, BID], [0, BID]]);
+      assert.deepEqual(consentPosts(p).map((x) => [x.json.tier, x.json.bid, x.json.token]), [[1, BID, TOKEN], [0, BID, TOKEN]]);
       assert.equal(p.win.localStorage.getItem('viz_bid'), null, 'collect forgot the id');
+    });
+
+    test('401 token_expired from viz-cmp: a fresh token from /init, the same decision again, once', () => {
+      const p = page({ minified });
+      p.click(p.buttons().at(-1));
+      p.answerInit();
+      const [first] = consentPosts(p);
+      assert.equal(p.pending('/init').length, 0);
+      first.respond(401, { error: { code: 'token_expired', message: 'get a fresh one' } });
+      assert.equal(p.pending('/init').length, 1, 'collect asks for a fresh token');
+      assert.equal(consentPosts(p).length, 1, 'nothing resent before it is there');
+      p.answerInit({ token: TOKEN2 });
+      const [, again] = consentPosts(p);
+      assert.deepEqual(again.json, { ...first.json, token: TOKEN2 });
+      assert.equal(p.viz.id.token, TOKEN2, 'collect uses the fresh token too');
+      again.respond(401, { error: { code: 'token_expired' } });
+      p.clock.tick(10000);
+      assert.equal(consentPosts(p).length, 2, 'a second refusal is final');
+      assert.equal(p.pending('/init').length, 0);
+    });
+
+    test('403 token_invalid from viz-cmp is final: no refresh, no resend', () => {
+      const p = page({ minified });
+      p.click(p.buttons().at(-1));
+      p.answerInit();
+      consentPosts(p)[0].respond(403, { error: { code: 'token_invalid' } });
+      p.clock.tick(10000);
+      assert.equal(consentPosts(p).length, 1);
+      assert.equal(p.pending('/init').length, 0);
+    });
+
+    test('a stored bid alone is never sent: a consent waits for /init, a decline goes without a bid', () => {
+      // New banner texts: the visitor is asked again and collect has no token yet.
+      const storage = { viz_bid: BID, viz_consent: JSON.stringify({ tier: 1, v: 'old', ts: 1 }) };
+      const p = page({ minified, storage });
+      p.click(p.buttons().at(-1));
+      assert.equal(consentPosts(p).length, 0, 'waits for the token');
+      assert.equal(p.pending('/init')[0].url.searchParams.get('bid'), BID, 'collect keeps the browser id');
+      p.answerInit({ token: TOKEN2 });
+      assert.deepEqual(consentPosts(p).map((x) => [x.json.bid, x.json.token]), [[BID, TOKEN2]]);
+
+      const q = page({ minified, storage });
+      q.click(q.buttons()[0]);
+      assert.deepEqual(consentPosts(q).map((x) => [x.json.tier, 'bid' in x.json, 'token' in x.json]), [[0, false, false]]);
+    });
+
+    test('a withdrawal whose token expired is recorded without a bid (collect gives no token at tier 0)', () => {
+      const p = page({ minified });
+      p.click(p.buttons().at(-1));
+      p.answerInit();
+      consentPosts(p)[0].respond(200, {});
+      p.viz.consent(0);
+      const [, withdrawal] = consentPosts(p);
+      assert.deepEqual([withdrawal.json.tier, withdrawal.json.bid, withdrawal.json.token], [0, BID, TOKEN]);
+      withdrawal.respond(401, { error: { code: 'token_expired' } });
+      assert.equal(p.pending('/init').length, 0, 'no id is asked for after a decline');
+      const [, , again] = consentPosts(p);
+      assert.deepEqual(again.json, { sid: 'news-site', tier: 0, banner_version: withdrawal.json.banner_version, explicit: true });
     });
 
     test('viz.consent(tier) records a choice made in the site UI; calls queue until the bundle', () => {

@@ -1,4 +1,5 @@
-"""HTTP handlers of viz-cmp: decode, find the site, admit the origin, decide, store, answer.
+"""HTTP handlers of viz-cmp: decode, find the site, admit the origin, verify collect's token, decide,
+store, answer.
 
 Errors are raised (``HttpError`` subclasses) and rendered by the base app's error middleware;
 :func:`cmp_headers` adds ``Vary: Origin``, ``Cache-Control: no-store`` and, once a handler has
@@ -117,13 +118,19 @@ async def consent(request: web.Request) -> web.Response:
     body = await models.read_body(request)
     site = await _site(request, models.body_sid(body, request.query))
     source = _admit(request, site)
-    wanted = models.parse_consent(body)
+    metrics = request.app[CMP_METRICS_KEY]
     now = request.app[CLOCK_KEY].time()
+    try:
+        wanted = models.parse_consent(body)
+        # Only the browser collect identified may decide for its bid (nothing is stored else).
+        models.verify_token(wanted, site, now)
+    except (models.TokenRequired, models.TokenExpired, models.TokenInvalid) as err:
+        metrics.tokens_refused.labels(err.code).inc()
+        raise
     choice = models.choose(wanted, site, gpc=models.gpc_signal(request.headers), source=source,
                            at=datetime.fromtimestamp(now, UTC), consent_id=uuid.uuid4())
     recorded = await request.app[STORE_KEY].record(choice)
 
-    metrics = request.app[CMP_METRICS_KEY]
     metrics.decisions.labels(str(choice.tier), recorded.method).inc()
     if choice.gpc:
         metrics.gpc_signals.inc()

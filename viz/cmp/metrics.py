@@ -1,4 +1,5 @@
-"""viz-cmp's Prometheus counters: decisions by tier and method, GPC caps, status answers."""
+"""viz-cmp's Prometheus counters: decisions by tier and method, GPC caps, refused tokens,
+status answers."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ class CmpMetrics:
             "viz_cmp_cookies_rejected_total",
             "viz_consent cookies presented that did not verify (forged, expired, other tenant "
             "or browser)", registry=registry)
+        self.tokens_refused = Counter(
+            "viz_cmp_tokens_refused_total",
+            "Decisions refused for their collect token, by reason (token_required, "
+            "token_expired, token_invalid)", ["reason"], registry=registry)
+        for reason in ("token_required", "token_expired", "token_invalid"):
+            self.tokens_refused.labels(reason)
         for tier in TIERS:  # every series exists from the start, at zero
             for method in LEDGER_METHODS:
                 self.decisions.labels(str(tier), method)

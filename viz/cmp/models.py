@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from viz._fast import token as tokens
 from viz.common.consent_cookie import BANNER_VERSION_RE, BID_RE
 from viz.common.sites import SID_RE, SiteRecord
 from viz.common.web import (  # noqa: F401 - re-exported: the handlers use models.*
@@ -37,7 +39,8 @@ LEDGER_METHODS = ("banner", "withdrawal", "gpc", "api")
 NO_ORIGIN_SOURCE = "api"
 """The ledger's ``source`` for a request without an Origin (not sent by a browser page)."""
 
-_BODY_FIELDS = ("sid", "bid", "tier", "banner_version", "method", "explicit")
+_BODY_FIELDS = ("sid", "bid", "token", "tier", "banner_version", "method", "explicit")
+_TOKEN_RE = re.compile(r"[0-9a-f]{64}")
 _JSON_TYPES = ("application/json", "text/plain")  # text/plain: navigator.sendBeacon
 
 
@@ -61,6 +64,41 @@ class OriginNotAllowed(HttpError):
     code = "origin_not_allowed"
 
 
+class TokenRequired(HttpError):
+    """A decision naming a browser id without collect's token for it: nothing proves the caller
+    is that browser."""
+
+    status = 400
+    code = "token_required"
+
+    def __init__(self) -> None:
+        super().__init__("token: is required with a bid: send the token viz-collect's GET /init "
+                         "returned with that bid", details={"field": "token"})
+
+
+class TokenExpired(HttpError):
+    """Genuine but outside its window pair; the same code and status as viz-collect's, so the
+    tracker handles both alike: a fresh token from ``GET /init``, then the same request again."""
+
+    status = 401
+    code = "token_expired"
+
+    def __init__(self) -> None:
+        super().__init__("the token's window is over: get a fresh one from viz-collect's "
+                         "GET /init and send the decision again")
+
+
+class TokenInvalid(HttpError):
+    """Forged, issued for another browser id or tenant, or signed by a key the site no longer
+    has; refreshing will not help."""
+
+    status = 403
+    code = "token_invalid"
+
+    def __init__(self) -> None:
+        super().__init__("the token was not issued for this bid by this site")
+
+
 # --- requests -------------------------------------------------------------------------------
 
 
@@ -72,6 +110,8 @@ class ConsentRequest:
     tier: int
     banner_version: str
     bid: str | None = None
+    token: str | None = None
+    """viz-collect's token for (bid, tenant); present exactly when ``bid`` is."""
     method: str = "banner"
     explicit: bool = False
 
@@ -139,8 +179,48 @@ def parse_consent(body: Mapping[str, Any]) -> ConsentRequest:
     explicit = body.get("explicit", False)
     if not isinstance(explicit, bool):
         raise InvalidField("explicit", "must be true or false")
+    bid = parse_bid(body.get("bid"))
     return ConsentRequest(sid=parse_sid(body.get("sid")), tier=tier, banner_version=version,
-                          bid=parse_bid(body.get("bid")), method=method, explicit=explicit)
+                          bid=bid, token=parse_token(body.get("token"), bid), method=method,
+                          explicit=explicit)
+
+
+def parse_token(value: Any, bid: str | None) -> str | None:
+    """The token, required with a bid and refused without one (``null`` is the same as absent).
+
+    Only its form is checked here; :func:`verify_token` decides whether it is genuine.
+    """
+    if value is None:
+        if bid is not None:
+            raise TokenRequired()
+        return None
+    if bid is None:
+        raise InvalidField("token", "only goes with a bid: it is viz-collect's proof for one "
+                                    "browser id (omit both before /init issued them)")
+    if not isinstance(value, str) or not _TOKEN_RE.fullmatch(value):
+        raise InvalidField("token", "must be the 64 lowercase hex characters viz-collect's "
+                                    "GET /init returned")
+    return value
+
+
+def verify_token(request: ConsentRequest, site: SiteRecord, now: float) -> None:
+    """Raise unless the request's token is viz-collect's for (bid, tenant) at ``now``.
+
+    The same check as collect's (:class:`viz._fast.token.TokenSigner`: current and previous
+    window, the site's current key and a previous one still in its grace period, constant-time
+    comparison). A request without a bid has nothing to verify.
+    """
+    if request.bid is None:
+        return
+    if request.token is None:
+        raise TokenRequired()
+    signer = tokens.TokenSigner(site.verification_keys(now))
+    try:
+        signer.verify(request.bid, site.tid, request.token, now)
+    except tokens.TokenExpired:
+        raise TokenExpired() from None
+    except tokens.TokenInvalid:
+        raise TokenInvalid() from None
 
 
 def parse_status_query(query: Mapping[str, str]) -> StatusQuery:
