@@ -169,3 +169,21 @@ async def test_a_choice_made_before_the_bid_existed_still_answers_status(
     body = await decide(sites, sid, 1, bid=None)
     answer = await status(cmp, sid, bid=BID, cookie=body["cookie"])
     assert (answer["tier"], answer["source"]) == (1, "cookie")
+
+
+async def test_a_later_decision_made_without_the_bid_overrides_its_record(
+        cmp: TestClient, sites: Sites, sid: str, clock: ManualClock) -> None:
+    # A decline sent while the tracker held no token for its bid is recorded without the bid;
+    # the browser shows its cookie, which is newer than the bid's record: the decline counts.
+    await decide(sites, sid, 2)
+    clock.advance(60)
+    declined = await decide(sites, sid, 0, bid=None)
+    answer = await status(cmp, sid, bid=BID, cookie=declined["cookie"])
+    assert (answer["tier"], answer["source"]) == (0, "cookie")
+    # Without that cookie (another device, cleared cookies) the record still answers.
+    assert (await status(cmp, sid, bid=BID))["tier"] == 2
+    # And a record newer than the bid-less cookie wins over it.
+    clock.advance(60)
+    await decide(sites, sid, 1)
+    answer = await status(cmp, sid, bid=BID, cookie=declined["cookie"])
+    assert (answer["tier"], answer["source"]) == (1, "record")

@@ -160,8 +160,9 @@ async def consent(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    """The visitor's tier: from a valid cookie for (tid, bid), else the stored record for
-    (bid, tid), else a valid cookie from a decision made before the bid existed."""
+    """The visitor's tier: from a valid cookie for (tid, bid), else the newer of the stored
+    record for (bid, tid) and a valid cookie from a decision made without a bid (before the bid
+    existed, or a decline sent while the tracker held no token for it)."""
     sid = models.parse_sid(request.query.get("sid"))
     site = await _site(request, sid)
     _admit(request, site)
@@ -178,7 +179,8 @@ async def status(request: web.Request) -> web.Response:
         metrics.cookies_rejected.inc()
     if exact is None and query.bid is not None:
         record = await request.app[STORE_KEY].current(query.bid, site.tid)
-        if record is not None:
+        if record is not None and (before_bid is None
+                                   or record.consented_at.timestamp() >= before_bid.issued_at):
             metrics.status.labels("record").inc()
             return web.json_response({"tier": record.tier,
                                       "consented_at": _iso(record.consented_at),
