@@ -19,7 +19,7 @@
       { tier: 2, label: 'Analytics + recommendations', description: 'also suggests pages from what you read on our sites' }
     ],
     tiers = [], seen = {}, src = cc.tiers && cc.tiers.length ? cc.tiers : DEF, top = 0,
-    i, t, n, title, text, accept, decline, note, version, box, back;
+    i, t, n, title, text, accept, decline, note, version, box, back, seq = 0;
 
   function str(v, dflt) {
     return typeof v == 'string' && v ? v : dflt;
@@ -65,7 +65,7 @@
   // how: true for a button, false for Escape (not an explicit decision).
   function choose(tier, how) {
     var body = { sid: cfg.sid, tier: tier, banner_version: version, explicit: how },
-      id = viz.id, sent = 0, again = 0;
+      id = viz.id, sent = 0, again = 0, me = ++seq;
     close();
     // Remembering the choice (a refusal too) is what keeps the banner from asking again.
     viz.ls(KEY, JSON.stringify({ tier: tier, v: version, ts: Date.now() }));
@@ -73,8 +73,9 @@
       '; Path=/; SameSite=Lax' + (w.location.protocol == 'https:' ? '; Secure' : '');
     // The record names a browser only with collect's proof that it is this one: the bid and the
     // token /init gave with it (viz-cmp refuses a bid without its token).
+    // A later choice supersedes this one: one still waiting for the id is never sent after it.
     function send(i) {
-      if (sent++ || !cfg.urls || !cfg.urls.cmp) return;
+      if (sent++ || me != seq || !cfg.urls || !cfg.urls.cmp) return;
       body.bid = i && i.bid; // undefined: left out of the JSON
       body.token = i && i.token;
       viz.x('POST', cfg.urls.cmp + '/cmp/consent', JSON.stringify(body), function (s) {

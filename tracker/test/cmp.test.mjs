@@ -72,6 +72,16 @@ for (const minified of [false, true]) {
       assert.equal(consentPosts(p).length, 1, 'posted once');
     });
 
+    test('a consent still waiting for the id is never sent after a later decline', () => {
+      const p = page({ minified });
+      p.click(p.buttons().at(-1)); // accept: waits for /init
+      p.viz.consent(0); // changed their mind before collect answered
+      p.clock.tick(5000);
+      p.answerInit();
+      assert.deepEqual(consentPosts(p).map((x) => x.json.tier), [0], 'only the decline is recorded');
+      assert.deepEqual(tiersOf(p), [1, 0]);
+    });
+
     test('decline: tier 0 at once, nothing collected, no banner on the next page', () => {
       const p = page({ minified });
       p.click(p.buttons()[0]);
