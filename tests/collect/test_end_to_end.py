@@ -180,3 +180,63 @@ async def test_viz_serve_collect_with_workers_stops_cleanly_on_sigterm(
     messages = await consume(kafka, 4)
     assert sorted(_fast.decode_envelope(m.value).id for m in messages) == [
         f"worker-visit-{n}" for n in range(4)]
+
+
+async def test_a_linker_is_verified_with_the_source_sites_key_from_viz_config(
+        config: ConfigService, kafka: KafkaSettings) -> None:
+    """A visitor follows a decorated link from news-main to news-sport (same tenant, keys held
+    by viz-config): news-sport's /init adopts the BID and its events carry it. A linker from a
+    site of another tenant is refused and a new BID issued; neither request fails."""
+    async with aiohttp.ClientSession() as http:
+        async with http.post(config.url + "/admin/sites",
+                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                             json={"sid": "other-shop", "tid": "other", "name": "other-shop",
+                                   "domains": ["news.example"]}) as resp:
+            assert resp.status == 201, await resp.text()
+    settings = make_settings(**collect_env(config, kafka, free_port()))
+    clock = ManualClock(start=time.time())
+    metrics = CollectMetrics()
+    async with aiohttp.ClientSession() as session:
+        directory = SiteDirectory.from_settings(settings.config_client, session, clock)
+        server = CollectServer(settings, CollectDeps(
+            directory, KafkaSink(settings.kafka, settings.producer), clock, metrics))
+        await server.start()
+        base = f"http://127.0.0.1:{server.port}"
+        try:
+            # No cookie jar: each domain's collect is first-party, its cookie stays there.
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+                await wait_for_status(http, base + "/readyz", 200)
+
+                async def init(sid: str, lk: str = "") -> dict[str, str]:
+                    async with http.get(f"{base}/init?sid={sid}&tier=1{lk and '&lk=' + lk}",
+                                        headers=HEADERS) as resp:
+                        assert resp.status == 200, await resp.text()
+                        return dict(await resp.json())
+
+                source = await init("news-main")
+                clock.advance(20)  # reading, then a click on the link to news-sport
+                lk = f"{source['bid']}.{int(clock.time())}.{source['token']}.news-main"
+                clock.advance(2)
+                adopted = await init("news-sport", lk)
+                assert adopted["bid"] == source["bid"]
+                body = {"sid": "news-sport", "bid": adopted["bid"], "token": adopted["token"],
+                        "events": [{"id": "after-the-link", "t": "pageview", "p": "/",
+                                    "ts": int(clock.time() * 1000)}]}
+                async with http.post(f"{base}/collect", data=json.dumps(body),
+                                     headers=HEADERS) as resp:
+                    assert resp.status == 204, await resp.text()
+
+                foreign = await init("other-shop")
+                lk = f"{foreign['bid']}.{int(clock.time())}.{foreign['token']}.other-shop"
+                assert (await init("news-sport", lk))["bid"] != foreign["bid"]
+        finally:
+            await server.stop()
+            await directory.close()
+
+    sample = metrics.registry.get_sample_value
+    assert sample("viz_collect_linker_adopted_total") == 1
+    assert sample("viz_collect_linker_refused_total", {"reason": "other_tenant"}) == 1
+    [message] = await consume(kafka, 1)
+    envelope = _fast.decode_envelope(message.value)
+    assert (envelope.id, envelope.sid, envelope.bid) == ("after-the-link", "news-sport",
+                                                         source["bid"])

@@ -56,6 +56,7 @@ def test_the_documented_error_codes_are_exactly_the_implemented_ones() -> None:
 
 @pytest.mark.parametrize(("path", "method", "raw"), [
     ("/init", "get", get(f"/init?sid={SID}&tier=1")),
+    ("/init", "get", get(f"/init?sid={SID}&tier=1&lk=not-a-linker")),
     ("/init", "get", get(f"/init?sid={SID}&tier=0")),
     ("/init", "get", get(f"/init?sid={SID}")),
     ("/init", "get", get(f"/init?sid={SID}&tier=1", origin=b"null")),

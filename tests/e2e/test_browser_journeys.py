@@ -240,6 +240,38 @@ def test_the_consent_record_names_the_browser_and_survives_an_expired_token(
     assert (status["tier"], status["source"]) == (1, "record")
 
 
+def test_a_link_to_a_sister_domain_keeps_the_browser_id_once_collect_verified_it(
+        platform: Up, page: Page) -> None:
+    """Two sites of one tenant on two hosts (127.0.0.1 and localhost). A click from one to the
+    other carries the BID in a linker; the destination hands it to /init, which adopts it only
+    after checking the token with the source site's key."""
+    source = Site(platform)
+    destination = Site(platform, tid=source.sid, domains=["localhost"])
+    target = destination.page_url.replace("127.0.0.1", "localhost")
+    page.goto(source.page_url)
+    choose(page, "Accept")
+    bid = wait_until_identified(page)
+    # With collect first-party on each domain (the recommended deployment) the destination
+    # never sees the source's collect cookie: nothing but the linker carries the BID over.
+    page.context.clear_cookies()
+    page.evaluate("""u => {
+        var a = document.createElement('a');
+        a.id = 'sister'; a.href = u; a.textContent = 'our other site';
+        document.body.appendChild(a);
+    }""", target)
+    inits: list[str] = []
+    page.on("request", lambda r: inits.append(r.url) if "/init?" in r.url else None)
+    page.click("#sister")
+    page.wait_for_url(lambda url: url.startswith(target))
+    choose(page, "Accept")
+    assert wait_until_identified(page) == bid
+    assert page.url == target  # the linker left the address bar
+    [init] = inits
+    assert f"&lk={bid}." in init and "&bid=" not in init
+    numbers = destination.wait_for(lambda n: n["pageviews"] >= 1)
+    assert (numbers["pageviews"], numbers["visitors"]) == (1, 1)
+
+
 def test_a_banner_full_of_xss_payloads_renders_inert(platform: Up, page: Page) -> None:
     payloads = {
         "title": '<img src=x onerror="window.__xss=1">',

@@ -3,8 +3,8 @@
  * holds them in memory until the visitor's consent tier is known, drops them on tier 0, and sends
  * them to viz-collect with a BID + token from GET /init. Event ids are random and kept across
  * retries: a 204 means durable, anything else keeps or drops the events as viz/collect/openapi.yaml
- * says. Also decorates links to the tenant's other domains with a linker (?_vz=) and adopts one
- * on arrival (see README: the server does not verify it yet).
+ * says. Also decorates links to the tenant's other domains with a linker (?_vz=) and, on arrival,
+ * hands it to /init as lk= (collect verifies it before adopting its BID; see README).
  */
 (function (w, d) {
   var viz = w.viz, cfg = viz.cfg, url = cfg.urls.collect, loc = w.location, nav = w.navigator, hist = w.history,
@@ -14,12 +14,13 @@
     id = null, // {bid, tid, token, exp, until}: until = client ms at which to refresh
     q = [], // events not yet acknowledged, oldest first
     busy = 0, initing = 0, auth = 0, retry = 0, timer = 0, refresh = 0,
-    linked = null, cur = null, prev = null,
+    linked = null, // a fresh linker (the raw _vz value), until /init answered
+    cur = null, prev = null,
     li = 0, covered = 0, acc = 0, // active time: last interaction, counted up to, counted ms
     m = /^([\w-]{22})\.(\d+)\.[0-9a-f]{64}\.[\w-]{3,64}$/.exec(viz.lk || '');
 
   // A linker from another domain of the tenant, a couple of minutes old at most (same device clock).
-  if (m && Math.abs(Date.now() - m[2] * 1000) < LINK_AGE_MS) linked = m[1];
+  if (m && Math.abs(Date.now() - m[2] * 1000) < LINK_AGE_MS) linked = viz.lk;
 
   function now() {
     return Date.now();
@@ -98,11 +99,11 @@
   }
 
   function init() {
-    var bid = linked || viz.ls('viz_bid') || '';
+    var bid = viz.ls('viz_bid') || '';
     if (initing || !tier) return;
     initing = 1;
     viz.x('GET', url + '/init?sid=' + cfg.sid + '&tier=' + tier +
-      (/^[\w-]{22}$/.test(bid) ? '&bid=' + bid : ''), 0, function (s, text, r) {
+      (/^[\w-]{22}$/.test(bid) ? '&bid=' + bid : '') + (linked ? '&lk=' + linked : ''), 0, function (s, text, r) {
       var j, life, t = now();
       initing = 0;
       if (!tier) return; // declined meanwhile

@@ -349,11 +349,28 @@ describe('cross-domain linker', () => {
     assert.equal(dst.xhrs.length, 0, 'nothing is adopted before consent');
     consent(dst, 1);
     const init = dst.pending('/init')[0];
-    assert.equal(init.url.searchParams.get('bid'), BID, 'adopted through /init?bid= (the linker wins over the local copy)');
+    assert.equal(init.url.searchParams.get('lk'), link, 'the whole linker goes to /init for collect to verify');
+    assert.equal(init.url.searchParams.get('bid'), 'ZZZZZZZZZZZZZZZZZZZZZZ', 'the local copy, kept if collect refuses the linker');
     dst.answerInit();
     dst.clock.tick(1000);
     const pv = dst.sent().find((e) => e.t === 'pageview');
     assert.equal(pv.p, '/live?x=1');
+    assert.equal(dst.win.localStorage.getItem('viz_bid'), BID, 'the BID collect answered is kept');
+    dst.viz.init();
+    assert.equal(dst.pending('/init')[0].url.searchParams.get('lk'), null, 'offered once: later refreshes carry no linker');
+  });
+
+  test('a linker is offered even without a local copy, and again when /init must be retried', () => {
+    const link = `${BID}.${Math.floor(1_700_000_000_000 / 1000)}.${TOKEN}.news-site`;
+    const dst = page({ url: `https://sport.example/?_vz=${link}`, modules: ['collect'] });
+    consent(dst, 1);
+    let [init] = dst.pending('/init');
+    assert.equal(init.url.searchParams.get('bid'), null);
+    assert.equal(init.url.searchParams.get('lk'), link);
+    init.respond(503, '');
+    dst.clock.tick(60000);
+    [init] = dst.pending('/init');
+    assert.equal(init.url.searchParams.get('lk'), link);
   });
 
   test('no decoration without consent, no adoption of stale or malformed linkers', () => {
@@ -368,6 +385,7 @@ describe('cross-domain linker', () => {
       assert.equal(dst.win.location.search, '');
       consent(dst, 1);
       assert.equal(dst.pending('/init')[0].url.searchParams.get('bid'), null, link);
+      assert.equal(dst.pending('/init')[0].url.searchParams.get('lk'), null, link);
     }
   });
 
@@ -378,5 +396,6 @@ describe('cross-domain linker', () => {
     consent(dst, 0);
     consent(dst, 1);
     assert.equal(dst.pending('/init')[0].url.searchParams.get('bid'), null);
+    assert.equal(dst.pending('/init')[0].url.searchParams.get('lk'), null);
   });
 });

@@ -298,6 +298,60 @@ class CollectApp:
             self._fail(cycle, "init", MethodNotAllowed())
 
     def _init_finish(self, ingest: Ingest, cycle: Cycle) -> None:
+        """Verify a linker when one came without a valid cookie, then answer. The source site is
+        usually cached (a visitor arrives from a page of it): then no task is created."""
+        if ingest.linker is None:
+            self._init_answer(ingest, cycle)
+            return
+        linker = pipeline.parse_linker(ingest)
+        if isinstance(linker, str):
+            self._linker_refused(ingest, cycle, linker)
+            return
+        source = self._directory.get_nowait(linker.sid, _MISS)
+        if source is _MISS:
+            task = asyncio.get_running_loop().create_task(
+                self._init_linker_slow(ingest, cycle, linker))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._init_linker(ingest, cycle, linker, source)  # type: ignore[arg-type]
+
+    async def _init_linker_slow(self, ingest: Ingest, cycle: Cycle,
+                                linker: pipeline.Linker) -> None:
+        try:
+            source = await self._directory.get(linker.sid)
+        except UnavailableError:
+            self._linker_refused(ingest, cycle, "unavailable")
+            return
+        except Exception:  # the task boundary: the visitor still gets an id, never a hang
+            log.exception("linker source lookup failed")
+            self._linker_refused(ingest, cycle, "unavailable")
+            return
+        self._init_linker(ingest, cycle, linker, source)
+
+    def _init_linker(self, ingest: Ingest, cycle: Cycle, linker: pipeline.Linker,
+                     source: SiteRecord | None) -> None:
+        reason = pipeline.verify_linker(ingest, linker, source)
+        if reason is not None:
+            self._linker_refused(ingest, cycle, reason)
+            return
+        self.metrics.linker_adopted.inc()
+        self._init_answer(ingest, cycle)
+
+    def _linker_refused(self, ingest: Ingest, cycle: Cycle, reason: str) -> None:
+        """A refused linker is not an error: the visitor gets an id as if none had been sent."""
+        self.metrics.linker_refused[reason].inc()
+        self._init_answer(ingest, cycle)
+
+    def _init_answer(self, ingest: Ingest, cycle: Cycle) -> None:
+        try:
+            drop = pipeline.INIT_ISSUE(ingest)
+        except CollectError as err:
+            self._fail(cycle, "init", err, ingest.cors)
+            return
+        if drop is not None:
+            self._drop(cycle, "init", drop, ingest.cors)
+            return
         body = json.dumps({"bid": ingest.bid, "tid": ingest.site.tid,
                            "token": ingest.token, "exp": ingest.exp},
                           separators=(",", ":")).encode()

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.registry import Collector
 
 from viz.collect.errors import ALL_ERRORS
-from viz.collect.pipeline import DROP_REASONS
+from viz.collect.pipeline import DROP_REASONS, LINKER_REFUSALS
 from viz.common.site_directory import SiteDirectory
 
 ROUTES = ("init", "collect", "hit", "options", "healthz", "readyz", "metrics", "other")
@@ -65,6 +65,13 @@ class CollectMetrics:
                            "Requests answered with an error, by failure class", ["code"],
                            registry=r)
         self.failures = {cls.code: failures.labels(cls.code) for cls in ALL_ERRORS}
+        refused = Counter("viz_collect_linker_refused_total",
+                          "Cross-domain linkers (GET /init?lk=) not adopted, by reason",
+                          ["reason"], registry=r)
+        self.linker_refused = {reason: refused.labels(reason) for reason in LINKER_REFUSALS}
+        self.linker_adopted = Counter("viz_collect_linker_adopted_total",
+                                      "Cross-domain linkers verified and adopted by GET /init",
+                                      registry=r)
         self.events_collect = EventCounter()
         self.events_hit = EventCounter()
         self.delivery_seconds = DeliveryHistogram()

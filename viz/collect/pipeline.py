@@ -81,7 +81,11 @@ class Ingest:
     """The working state of one request while its steps run."""
 
     __slots__ = ("request", "deps", "now_s", "now_ms", "sid", "tier", "site", "cors", "payload",
-                 "event", "bid", "set_cookie", "token", "exp", "values")
+                 "event", "bid", "set_cookie", "token", "exp", "values", "linker")
+
+    linker: str | None
+    """/init only: the raw ``lk`` query value, ``None`` once it no longer matters. Set by
+    :func:`read_init_query` (not in ``__init__``, so /collect pays nothing for it)."""
 
     def __init__(self, request: Request, deps: PipelineDeps) -> None:
         self.request = request
@@ -259,7 +263,8 @@ def _query(request: Request) -> dict[str, str]:
 
 def read_init_query(ingest: Ingest) -> Drop | None:
     """``sid`` (required), ``tier`` (required: the banner choice), ``bid`` (optional: the
-    tracker's localStorage copy, adopted when the cookie is missing)."""
+    tracker's localStorage copy, adopted when the cookie is missing), ``lk`` (optional: a
+    cross-domain linker, adopted only once verified, see :func:`verify_linker`)."""
     query = _query(ingest.request)
     sid = query.get("sid")
     if not sid:
@@ -267,20 +272,28 @@ def read_init_query(ingest: Ingest) -> Drop | None:
     ingest.sid = sid
     ingest.tier = _tier(query, None)
     ingest.bid = query.get("bid", "")
+    ingest.linker = query.get("lk")
+    return None
+
+
+def read_bid_cookie(ingest: Ingest) -> Drop | None:
+    """A valid ``viz_bid`` cookie is the BID, whatever the query offers (a linker is then not
+    even verified). Otherwise the cookie is (re)set with whatever BID is chosen: its lifetime
+    is counted from consent and is not silently extended on every visit."""
+    cookie = cookie_value(ingest.request.cookie, b"viz_bid")
+    if cookie is not None and _BID_RE.fullmatch(cookie):
+        ingest.bid = cookie.decode("ascii")
+        ingest.linker = None
+        return None
+    ingest.set_cookie = True
     return None
 
 
 def choose_bid(ingest: Ingest) -> Drop | None:
-    """Reuse the ``viz_bid`` cookie when valid, else the tracker's copy, else a new one.
-
-    The cookie is (re)set only when it was missing or invalid: its lifetime is counted from
-    consent and is not silently extended on every visit.
-    """
-    cookie = cookie_value(ingest.request.cookie, b"viz_bid")
-    if cookie is not None and _BID_RE.fullmatch(cookie):
-        ingest.bid = cookie.decode("ascii")
-        return None
-    ingest.set_cookie = True
+    """Without the cookie: the verified linker's BID (put in ``bid`` by :func:`verify_linker`),
+    else the tracker's stored copy when well-formed, else a new random one."""
+    if not ingest.set_cookie:
+        return None  # the cookie's
     if ingest.bid and _BID_RE.fullmatch(ingest.bid.encode("utf-8", "replace")):
         return None
     ingest.bid = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode("ascii")
@@ -295,11 +308,88 @@ def issue_token(ingest: Ingest) -> Drop | None:
     return None
 
 
+# -- the cross-domain linker (GET /init?lk=) ----------------------------------------------------
+
+_LINKER_RE = re.compile(r"([A-Za-z0-9_-]{22})\.([0-9]{1,12})\.([0-9a-f]{64})\.([A-Za-z0-9_-]{3,64})")
+
+LINKER_SKEW_S = 120
+"""How far the linker's time may lie ahead of collect's clock, and beyond the token's lifetime
+behind it. The time is the source page's clock at the click and is not signed: the check only
+turns away values no genuine linker can carry; the token's own window is the real bound."""
+LINKER_MAX_AGE_S = 2 * _fast.WINDOW_S
+"""A token verifies for at most two windows after the one it was issued in started, and a
+linker is written after its token was issued: an older linker cannot carry a live token."""
+
+LINKER_REFUSALS = ("malformed", "timestamp", "unknown_site", "unavailable", "other_tenant",
+                   "expired", "invalid")
+"""Why a linker was not adopted (the label values of ``viz_collect_linker_refused_total``):
+not ``<bid>.<ts>.<token>.<sid>``; its time outside [now - 600 - 120 s, now + 120 s]; no such
+source site; the source site could not be looked up (viz-config unreachable and not cached);
+the source site belongs to another tenant; its token is genuine but its window is over; its
+token is not one the source site's keys issued for this BID and tenant."""
+
+
+class Linker:
+    """A parsed ``lk``: ``<bid>.<ts>.<token>.<sid>``, the ``_vz`` value the source page wrote."""
+
+    __slots__ = ("bid", "ts", "token", "sid")
+
+    def __init__(self, bid: str, ts: int, token: str, sid: str) -> None:
+        self.bid = bid
+        self.ts = ts
+        self.token = token
+        self.sid = sid
+
+
+def parse_linker(ingest: Ingest) -> Linker | str:
+    """The linker of the request, or the reason it is refused before any lookup
+    (``malformed``, ``timestamp``)."""
+    match = _LINKER_RE.fullmatch(ingest.linker or "")
+    if match is None:
+        return "malformed"
+    ts = int(match[2])
+    now_s = ingest.now_s
+    if not now_s - LINKER_MAX_AGE_S - LINKER_SKEW_S <= ts <= now_s + LINKER_SKEW_S:
+        return "timestamp"
+    return Linker(match[1], ts, match[3], match[4])
+
+
+def verify_linker(ingest: Ingest, linker: Linker, source: SiteRecord | None) -> str | None:
+    """Adopt the linker's BID (into ``ingest.bid``) when ``source`` issued its token for this
+    tenant; else return the reason and leave ``ingest.bid`` to the tracker's stored copy.
+
+    The token is checked exactly as /collect checks one: the source site's current key and a
+    previous key still in its grace period, the current and the previous window,
+    constant-time. What a pass proves: collect issued this BID, for this tenant, to some
+    browser within the last ten minutes. Not that the browser sending it is that browser: a
+    linker is a bearer credential, as the decorated link that carried it is.
+    """
+    if source is None:
+        return "unknown_site"
+    tid = ingest.site.tid
+    if source.tid != tid:
+        return "other_tenant"
+    now_s = ingest.now_s
+    try:
+        ingest.deps.signer(source, now_s).verify(linker.bid, tid, linker.token, now_s)
+    except _fast.TokenExpired:
+        return "expired"
+    except _fast.TokenInvalid:
+        return "invalid"
+    except _fast.BadIdentifier:
+        return "malformed"
+    ingest.bid = linker.bid
+    return None
+
+
 # Deliberate drops come after the origin check, so their answer carries the CORS grant and the
 # tracker can read `X-Viz-Dropped` (and stop retrying) instead of seeing a CORS failure.
+# Between the two, the app verifies a linker (``ingest.linker`` still set): that may need the
+# source site's record, so it may await the site directory.
 INIT_BEFORE_SITE: Step = read_init_query
 INIT_WITH_SITE: Step = phase(require_allowed_origin, drop_bots, drop_without_consent,
-                             drop_if_collect_disabled, choose_bid, issue_token)
+                             drop_if_collect_disabled, read_bid_cookie)
+INIT_ISSUE: Step = phase(choose_bid, issue_token)
 
 
 # -- POST /collect ------------------------------------------------------------------------------
