@@ -11,6 +11,13 @@ times the loop's calls (consume, ClickHouse inserts, commits) so the report can 
 time went; ``--profile`` adds a py-spy run (py-spy from PATH or ``--py-spy``) and a text summary.
 Results: a table on stdout and JSON in ``--workdir``. Bounded everywhere: every wait has a deadline.
 
+What is the consumer's own, and what is the engine's: ``--sinks chdb,null`` also runs every
+(batch, rep) with the inserts swallowed (the Native block is still built and handed to
+``raw_insert``, offsets are still committed, but nothing reaches chDB), interleaved with the real
+runs. The null runs are counted by the consumer's own ``viz_consumer_events_total`` instead of
+``count()`` in ClickHouse: they measure Kafka → decode → enrich → dedup → Native block → commit,
+which is what stays in the consumer's process when ClickHouse is a server.
+
 Before/after in one run: ``--variant NAME=PYTHONPATH:GC`` (repeatable) runs every (batch, rep)
 once per variant, interleaved, against the same pre-produced topic. PYTHONPATH points the child
 at another copy of ``viz/`` (empty: this tree; e.g. a copy taken before a change); GC is
@@ -104,7 +111,7 @@ def parse_variant(text: str) -> tuple[str, str, str]:
 
 def run_child(args: argparse.Namespace, bootstrap: str, batch: int, rep: int,
               profile: str | None, variant: tuple[str, str, str] = ("now", "", "tuned"),
-              ) -> dict[str, Any]:
+              sink: str = "chdb") -> dict[str, Any]:
     name, pythonpath, gc_mode = variant
     chdb_path = Path(args.workdir) / f"chdb-{name}-{batch}-{rep}-{os.getpid()}"
     shutil.rmtree(chdb_path, ignore_errors=True)
@@ -112,7 +119,7 @@ def run_child(args: argparse.Namespace, bootstrap: str, batch: int, rep: int,
            "--child", "--bootstrap", bootstrap, "--events", str(args.events),
            "--batch-size", str(batch), "--flush-interval-s", str(args.flush_interval_s),
            "--chdb", str(chdb_path), "--group", f"bench-{name}-{batch}-{rep}-{time.time_ns()}",
-           "--timeout-s", str(args.timeout_s), "--gc", gc_mode]
+           "--timeout-s", str(args.timeout_s), "--gc", gc_mode, "--sink", sink]
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
@@ -126,7 +133,7 @@ def run_child(args: argparse.Namespace, bootstrap: str, batch: int, rep: int,
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if out.returncode != 0 or not lines:
         raise RuntimeError(f"consumer child failed ({out.returncode}): {out.stderr[-3000:]}")
-    return {**json.loads(lines[-1]), "variant": name}
+    return {**json.loads(lines[-1]), "variant": name if sink == "chdb" else f"{name}+{sink}"}
 
 
 # ---------------------------------------------------------------- child: one consumer process
@@ -166,15 +173,16 @@ class TimedClient:
     """Delegates to clickhouse-connect and adds up the time of inserts (``insert`` and
     ``raw_insert``; the timing includes the serialisation done inside them) into each table."""
 
-    def __init__(self, inner: Any, totals: dict[str, float]) -> None:
+    def __init__(self, inner: Any, totals: dict[str, float], *, null: bool = False) -> None:
         self._inner = inner
         self._totals = totals
+        self._null = null  # swallow inserts: measure the consumer without the engine
 
     def _timed(self, method: str, table: str, *a: Any, **kw: Any) -> Any:
         key = "insert_traffic_s" if table.endswith(".traffic") else "insert_ranges_s"
         t, cpu = time.perf_counter(), time.thread_time()
         try:
-            return getattr(self._inner, method)(table, *a, **kw)
+            return None if self._null else getattr(self._inner, method)(table, *a, **kw)
         finally:
             self._totals[key] += time.perf_counter() - t
             self._totals["insert_cpu_s"] += time.thread_time() - cpu
@@ -215,7 +223,8 @@ def child(args: argparse.Namespace) -> None:
                                "insert_cpu_s")}
     marks: dict[str, float] = {}
     registry = CollectorRegistry()
-    loop = build_loop(settings, TimedClient(client, totals), clock=SystemClock(),
+    null = args.sink == "null"
+    loop = build_loop(settings, TimedClient(client, totals, null=null), clock=SystemClock(),
                       registry=registry)
     loop.consumer = TimedConsumer(loop.consumer, totals, marks)
     if args.gc == "tuned":
@@ -233,6 +242,8 @@ def child(args: argparse.Namespace) -> None:
         return registry.get_sample_value("viz_consumer_events_total") or 0.0
 
     def counted() -> int:
+        if null:  # nothing reaches ClickHouse: the consumer's own count of inserted events
+            return int(inserted())
         return int(client.query("SELECT count() FROM viz.traffic").result_rows[0][0])
 
     progress: list[tuple[float, float]] = []
@@ -285,7 +296,7 @@ def child(args: argparse.Namespace) -> None:
         "rest_cpu_s": thread_cpu - totals["consume_cpu_s"] - totals["insert_cpu_s"]
         - totals["commit_cpu_s"],
         "flushes": int(flush_hist[0].value) if flush_hist else 0,
-        "gc": args.gc, "gc_collections": [g["collections"] - c0 for g, c0
+        "sink": args.sink, "gc": args.gc, "gc_collections": [g["collections"] - c0 for g, c0
                                            in zip(gc.get_stats(), gc_counts0, strict=True)],
         "viz": str(Path(viz.__file__).parent),
         **totals,
@@ -347,7 +358,8 @@ def main() -> None:
     parser.add_argument("--cpu", type=int, default=1, help="core the consumer is pinned to")
     parser.add_argument("--flush-interval-s", type=float, default=1.0,
                         help="VIZ_CONSUMER_FLUSH_INTERVAL_S (default 5 s only lengthens the tail)")
-    parser.add_argument("--profile", action="store_true", help="one extra py-spy run (batch 1000)")
+    parser.add_argument("--profile", action="store_true",
+                        help="one extra py-spy run (the first batch size, the last sink)")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "/tmp/pyspy-venv/bin/py-spy")
     parser.add_argument("--workdir", default="/tmp/viz-bench-consumer")
     parser.add_argument("--seed", type=int, default=1)
@@ -359,6 +371,10 @@ def main() -> None:
     parser.add_argument("--chdb", help=argparse.SUPPRESS)
     parser.add_argument("--group", help=argparse.SUPPRESS)
     parser.add_argument("--gc", default="tuned", choices=("tuned", "default"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--sinks", default="chdb",
+                        help="chdb, null or chdb,null (interleaved): null swallows the inserts")
+    parser.add_argument("--sink", default="chdb", choices=("chdb", "null"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=PYTHONPATH:tuned|default, repeatable (see the docstring)")
@@ -387,10 +403,10 @@ def main() -> None:
         variants = [parse_variant(v) for v in args.variant] or [("now", "", "tuned")]
         for batch in [int(b) for b in args.batch_sizes.split(",")]:
             for rep in range(args.reps):
-                for variant in variants:
-                    res = run_child(args, broker.bootstrap, batch, rep, None, variant)
+                for variant, sink in [(v, k) for v in variants for k in args.sinks.split(",")]:
+                    res = run_child(args, broker.bootstrap, batch, rep, None, variant, sink)
                     results.append(res)
-                    print(f"{variant[0]} batch {batch} rep {rep}: "
+                    print(f"{res['variant']} batch {batch} rep {rep}: "
                           f"{1e6 / res['ev_per_cpu_s']:.1f} CPU-µs/ev (loop thread "
                           f"{1e6 * res['thread_cpu_s'] / res['events']:.1f}, rest "
                           f"{1e6 * res['rest_cpu_s'] / res['events']:.1f}), "
@@ -402,13 +418,15 @@ def main() -> None:
                           f"{res['insert_traffic_s']:.1f}s ranges {res['insert_ranges_s']:.1f}s "
                           f"commit {res['commit_s']:.1f}s of {res['wall_s']:.1f}s", flush=True)
         if args.profile:
-            raw = workdir / "profile-batch1000.txt"
-            res = run_child(args, broker.bootstrap, 1000, 99, str(raw))
+            batch, sink = int(args.batch_sizes.split(",")[0]), args.sinks.split(",")[-1]
+            raw = workdir / f"profile-batch{batch}-{sink}.txt"
+            res = run_child(args, broker.bootstrap, batch, 99, str(raw), variants[0], sink)
             res["profiled"] = True
             results.append(res)
             summary = summarise_profile(raw)
             (workdir / "profile-summary.txt").write_text(summary + "\n")
-            print(f"profiled run (py-spy, batch 1000): {res['ev_per_s']:,.0f} ev/s\n{summary}",
+            print(f"profiled run (py-spy, batch {batch}, {sink}): {res['ev_per_s']:,.0f} ev/s\n"
+                  f"{summary}",
                   flush=True)
     finally:
         broker.stop()
