@@ -338,12 +338,15 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
             if args.aiohttp_uvloop:
                 argv.append("--uvloop")
             servers.append(Server(name, argv, dict(os.environ), port))
-        elif name in ("floor", "floor-nowait"):
+        elif name in ("floor", "floor-nowait", "floor-lean"):
             argv = [sys.executable, str(HERE / "floor_collect.py"), "--port", str(port),
                     "--bootstrap", env.bootstrap, "--key", env.site.sid,
                     "--linger-ms", str(args.linger_ms), "--compression", args.compression]
             if name == "floor-nowait":
                 argv.append("--no-wait")
+            if name == "floor-lean":
+                argv += ["--lean", "--tid", env.site.tid, "--key-hex", env.site.key.hex(),
+                         "--origin", f"https://{SITE_DOMAIN}"]
             servers.append(Server(name, argv, dict(os.environ), port))
         elif name == "collect":
             cenv = {**os.environ, "VIZ_KAFKA_BOOTSTRAP": env.bootstrap,
@@ -358,7 +361,7 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
             servers.append(Server(name, argv, cenv, port))
         else:
             raise SystemExit(f"unknown target {name!r} "
-                             "(nginx, aiohttp, floor, floor-nowait, collect)")
+                             "(nginx, aiohttp, floor, floor-nowait, floor-lean, collect)")
     return servers
 
 
@@ -547,7 +550,8 @@ def summarise(results: dict[str, list[dict[str, Any]]], names: list[str],
     ratios: dict[str, Any] = {}
     n = min(len(results[x]) for x in names)
     for a, b in (("collect", "nginx"), ("collect", "aiohttp"), ("aiohttp", "nginx"),
-                 ("collect", "floor"), ("floor", "nginx"), ("floor", "floor-nowait")):
+                 ("collect", "floor"), ("floor", "nginx"), ("floor", "floor-nowait"),
+                 ("floor-lean", "floor"), ("collect", "floor-lean")):
         if a in names and b in names:
             per = [results[a][i]["saturation"]["achieved_rps"]
                    / max(results[b][i]["saturation"]["achieved_rps"], 1e-9) for i in range(n)]
