@@ -140,8 +140,13 @@ def test_the_answer_names_the_tables_that_gave_it(clickhouse_client: Any, seeded
 
 
 @pytest.mark.parametrize("limit", [1, 3, 100])
-def test_pages_ranked_in_two_steps_equal_a_plain_top_n(
-        clickhouse_client: Any, seeded: str, limit: int) -> None:
+@pytest.mark.parametrize(("start", "end", "source"), [
+    (at(0, 10, 17), at(2, 7, 45), "pageviews_daily+pageviews_hourly+traffic"),  # two queries
+    (at(0, 0), at(3, 0), "pageviews_daily"),  # one table: one statement
+])
+def test_pages_ranked_first_equal_a_plain_top_n(
+        clickhouse_client: Any, seeded: str, limit: int, start: dt.datetime, end: dt.datetime,
+        source: str) -> None:
     # pages() ranks paths by their sums first and merges visitor states for the top ones only.
     expected = clickhouse_client.query(
         f"SELECT path, countIf(event_type = 'pageview') AS pv, "
@@ -150,8 +155,9 @@ def test_pages_ranked_in_two_steps_equal_a_plain_top_n(
         f"FROM {seeded}.traffic WHERE is_bot = 0 AND ts >= {{a:DateTime64(3)}} "
         f"AND ts < {{b:DateTime64(3)}} GROUP BY path HAVING pv > 0 ORDER BY pv DESC, path "
         f"LIMIT {limit}",
-        parameters={"a": at(0, 10, 17).replace(tzinfo=None),
-                    "b": at(2, 7, 45).replace(tzinfo=None)}).result_rows
-    q = Query("s", at(0, 10, 17), at(2, 7, 45), "UTC", "day", limit)
-    assert Reports(clickhouse_client, seeded).pages(q).rows == expected
+        parameters={"a": start.replace(tzinfo=None), "b": end.replace(tzinfo=None)}
+    ).result_rows
+    q = Query("s", start, end, "UTC", "day", limit)
+    answer = Reports(clickhouse_client, seeded).pages(q)
+    assert (answer.rows, answer.source) == (expected, source)
     assert len(expected) == min(limit, 6)

@@ -224,23 +224,27 @@ class Reports:
         return Result(rows, source)
 
     def pages(self, q: Query) -> Result:
-        """Paths ranked by their pageview sums first (a query without visitor states), then
-        the states of the top ``limit`` merged (``pageviews_daily`` is keyed by path, so the
-        other paths' states are not even read). Two queries, because ClickHouse would run a
-        subquery once per part of the union."""
+        """Paths ranked by their pageview sums first (no visitor states read), then the states
+        of the top ``limit`` merged (``pageviews_daily`` is keyed by path, so the other paths'
+        states are not even read). A range read from one table does both in one statement;
+        a range whose tiles span several tables takes two queries, because ClickHouse would
+        run the ranking subquery once per part of the union."""
         sql = _Sql(q)
-        ranking, _ = self._union(_PAGES.ranking("path, pageviews", f"path, {_PAGEVIEWS}"), q,
-                                 sql)
+        ranking, parts = self._union(_PAGES.ranking("path, pageviews", f"path, {_PAGEVIEWS}"),
+                                     q, sql)
         sql.params["limit"] = q.limit
-        top = [row[0] for row in self._run(
-            f"SELECT path FROM ({ranking}) GROUP BY path HAVING sum(pageviews) > 0 "
-            f"ORDER BY sum(pageviews) DESC, path LIMIT {{limit:UInt32}}", sql.params)]
+        top = (f"SELECT path FROM ({ranking}) GROUP BY path HAVING sum(pageviews) > 0 "
+               f"ORDER BY sum(pageviews) DESC, path LIMIT {{limit:UInt32}}")
+        merged = (f"SELECT path, sum(pageviews) AS pv, {_MERGE_VISITORS}, sum(active_ms), "
+                  f"sum(exits) FROM ({{union}}) GROUP BY path ORDER BY pv DESC, path")
+        if "+" not in parts:  # one table: ClickHouse evaluates the subquery once
+            union, source = self._union(_PAGES.only(f"path IN ({top})"), q, sql)
+            return Result(self._run(merged.format(union=union), sql.params), source)
+        paths = [row[0] for row in self._run(top, sql.params)]
         sql = _Sql(q)
         union, source = self._union(_PAGES.only("path IN {top:Array(String)}"), q, sql)
-        sql.params["top"] = top
-        rows = self._run(f"SELECT path, sum(pageviews) AS pv, {_MERGE_VISITORS}, sum(active_ms), "
-                         f"sum(exits) FROM ({union}) GROUP BY path ORDER BY pv DESC, path",
-                         sql.params) if top else []
+        sql.params["top"] = paths
+        rows = self._run(merged.format(union=union), sql.params) if paths else []
         return Result(rows, source)
 
     def referrers(self, q: Query) -> Result:
