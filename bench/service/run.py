@@ -700,6 +700,10 @@ def fallback_rates(text: str) -> dict[str, float]:
     return rates
 
 
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--targets", default="nginx,aiohttp,collect")
@@ -735,6 +739,8 @@ def main() -> int:
                    help="no benchmark: run broker + viz-config + viz-collect with a site for S "
                         "seconds (at most 3600), e.g. for loadtest/locustfile.py")
     args = p.parse_args()
+    # SIGTERM (e.g. `kill` of a --serve-for stack) stops everything it started, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
     if args.report_from:
         run = json.loads(args.report_from.read_text())
