@@ -1,8 +1,8 @@
 """Service benchmark: nginx empty 204, a plain aiohttp collect and viz-collect, side by side.
 
-Optional targets ``floor`` and ``floor-nowait`` (``floor_collect.py``) are the bare contract on
-collect's own stack: the body produced as is and a 204 after its delivery report (or, for
-``-nowait``, right after ``produce``), with no validation at all.
+Optional targets ``floor``, ``floor-nowait`` and ``floor-lean`` (``floor_collect.py``): the bare
+contract on collect's own stack, the body produced as is and a 204 after its delivery report
+(``-nowait``: right after ``produce``; ``-lean``: with /collect's essential checks and envelopes).
 
 One run starts the embedded broker (and, for viz-collect, PostgreSQL + viz-config + a site),
 then for every repetition and every server: starts the server pinned to one core, measures
