@@ -16,7 +16,8 @@ as plainly as Python allows: the Origin and User-Agent headers, ``viz._fast``'s 
 token verification and envelopes (the same compiled code collect calls), a CORS grant for one
 known origin, and one message per event. No site directory, bot or consent checks, metrics,
 error bodies or keep-alive bookkeeping. It shows what the essential work costs over the floor,
-so that the rest of the gap to viz-collect is collect's generality. Not a Viz service;
+so that the rest of the gap to viz-collect is collect's generality. ``--lean --compiled``
+(target ``floor-lean-c``) runs the same work as the typed extension type of ``lean_c.pyx``. Not a Viz service;
 benchmark use only.
 
     python bench/service/floor_collect.py --port 3102 --bootstrap 127.0.0.1:19092 --key bench
@@ -192,7 +193,12 @@ async def serve(args: argparse.Namespace) -> None:
                   args.topic, args.key.encode())
     loop = asyncio.get_running_loop()
     lean = Lean(args) if args.lean else None
-    server = await loop.create_server(lambda: FloorProtocol(kafka, not args.no_wait, lean),
+    factory: Any = FloorProtocol
+    if args.compiled:  # lean_c.pyx, built by run.py (target floor-lean-c)
+        from lean_c import LeanProtocol  # type: ignore[import-not-found]
+
+        factory = LeanProtocol
+    server = await loop.create_server(lambda: factory(kafka, not args.no_wait, lean),
                                       args.host, args.port, backlog=4096)
     print(f"floor collect listening on http://{args.host}:{args.port}", flush=True)
     stop = asyncio.Event()
@@ -218,12 +224,16 @@ def main() -> None:
                         help="answer 204 right after produce (no delivery report: not durable)")
     parser.add_argument("--lean", action="store_true",
                         help="also do /collect's essential work (needs --tid, --key-hex, --origin)")
+    parser.add_argument("--compiled", action="store_true",
+                        help="with --lean: the typed Cython protocol of lean_c.pyx")
     parser.add_argument("--tid", default="")
     parser.add_argument("--key-hex", default="")
     parser.add_argument("--origin", default="")
     args = parser.parse_args()
     if args.lean and not (args.tid and args.key_hex and args.origin):
         parser.error("--lean needs --tid, --key-hex and --origin")
+    if args.compiled and (not args.lean or args.no_wait):
+        parser.error("--compiled goes with --lean and delivery reports")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(args))
 

@@ -2,7 +2,8 @@
 
 Optional targets ``floor``, ``floor-nowait`` and ``floor-lean`` (``floor_collect.py``): the bare
 contract on collect's own stack, the body produced as is and a 204 after its delivery report
-(``-nowait``: right after ``produce``; ``-lean``: with /collect's essential checks and envelopes).
+(``-nowait``: right after ``produce``; ``-lean``: with /collect's essential checks and envelopes;
+``-lean-c``: the same as a typed Cython extension type, built from ``lean_c.pyx`` on demand).
 
 One run starts the embedded broker (and, for viz-collect, PostgreSQL + viz-config + a site),
 then for every repetition and every server: starts the server pinned to one core, measures
@@ -338,13 +339,15 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
             if args.aiohttp_uvloop:
                 argv.append("--uvloop")
             servers.append(Server(name, argv, dict(os.environ), port))
-        elif name in ("floor", "floor-nowait", "floor-lean"):
+        elif name in ("floor", "floor-nowait", "floor-lean", "floor-lean-c"):
             argv = [sys.executable, str(HERE / "floor_collect.py"), "--port", str(port),
                     "--bootstrap", env.bootstrap, "--key", env.site.sid,
                     "--linger-ms", str(args.linger_ms), "--compression", args.compression]
             if name == "floor-nowait":
                 argv.append("--no-wait")
-            if name == "floor-lean":
+            if name == "floor-lean-c":
+                argv.append("--compiled")
+            if name in ("floor-lean", "floor-lean-c"):
                 argv += ["--lean", "--tid", env.site.tid, "--key-hex", env.site.key.hex(),
                          "--origin", f"https://{SITE_DOMAIN}"]
             servers.append(Server(name, argv, dict(os.environ), port))
@@ -361,7 +364,7 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
             servers.append(Server(name, argv, cenv, port))
         else:
             raise SystemExit(f"unknown target {name!r} "
-                             "(nginx, aiohttp, floor, floor-nowait, floor-lean, collect)")
+                             "(nginx, aiohttp, floor, floor-nowait, floor-lean, floor-lean-c, collect)")
     return servers
 
 
@@ -551,7 +554,8 @@ def summarise(results: dict[str, list[dict[str, Any]]], names: list[str],
     n = min(len(results[x]) for x in names)
     for a, b in (("collect", "nginx"), ("collect", "aiohttp"), ("aiohttp", "nginx"),
                  ("collect", "floor"), ("floor", "nginx"), ("floor", "floor-nowait"),
-                 ("floor-lean", "floor"), ("collect", "floor-lean")):
+                 ("floor-lean", "floor"), ("collect", "floor-lean"),
+                 ("floor-lean-c", "floor-lean"), ("floor-lean-c", "floor")):
         if a in names and b in names:
             per = [results[a][i]["saturation"]["achieved_rps"]
                    / max(results[b][i]["saturation"]["achieved_rps"], 1e-9) for i in range(n)]
@@ -756,6 +760,12 @@ def main() -> int:
 
     if not LOADGEN.exists() or LOADGEN.stat().st_mtime < (LOADGEN.parent / "loadgen.c").stat().st_mtime:
         subprocess.run(["make", "-s", "-C", str(LOADGEN.parent)], check=True)
+    if "floor-lean-c" in names:
+        pyx = HERE / "lean_c.pyx"
+        built = list(HERE.glob("lean_c.*.so"))
+        if not built or built[0].stat().st_mtime < pyx.stat().st_mtime:
+            subprocess.run([sys.executable, "-m", "Cython.Build.Cythonize", "-i", "-3", "-q",
+                            str(pyx)], check=True)
     if shutil.which("taskset") is None:
         raise SystemExit("taskset missing: run scripts/bench-deps.sh")
     # The broker, PostgreSQL and viz-config inherit this; the server and generator use taskset.
