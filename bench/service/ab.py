@@ -12,7 +12,7 @@ The stack's own collect is always the first contestant ("collect"). ``--extra fl
 ``floor_collect.py``; ``--extra NAME:DIR`` adds a collect run from another checkout (``DIR``,
 e.g. ``git worktree add /tmp/collect-before HEAD~1`` with its extensions built), with the stack's
 environment. Every contestant is pinned to CPU 1 and the generator to CPU 0. Its CPU time is
-read from ``/proc/PID/task/*/stat`` over the measured seconds. ``--perf NAME`` records that
+read from ``/proc`` (``run.tree_cpu_s``) over the measured seconds. ``--perf NAME`` records that
 contestant with ``perf record -g`` instead of sleeping (``perf report -i /tmp/ab-perf-NAME.data``).
 """
 
@@ -38,15 +38,6 @@ import run as R  # noqa: E402
 def listening_pid(port: int) -> int:
     out = subprocess.check_output(["ss", "-ltnpH", f"sport = :{port}"], text=True)
     return int(out.split("pid=")[1].split(",")[0])
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of every thread of ``pid``."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        fields = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def start(extra: str, env: dict[str, str], sid: str, logs: Path) -> tuple[str, int, subprocess.Popen[bytes]]:
@@ -79,23 +70,18 @@ def measure(name: str, port: int, pid: int, sid: str, args: argparse.Namespace,
     site = type("Site", (), {"sid": sid})()
     R.write_bodies(bodies, site, bid, token, count=4096, events=args.events,  # type: ignore[arg-type]
                    tag=f"{name}-{rep}-{time.time_ns()}")
-    argv = ["taskset", "-c", "0", str(R.LOADGEN), "--port", str(port), "--path", "/collect",
-            "--method", "POST", "--bodies-file", str(bodies),
-            "-H", "Content-Type: text/plain;charset=UTF-8", "-H", f"User-Agent: {R.BROWSER_UA}",
-            "-H", f"Origin: https://{R.SITE_DOMAIN}", "-H", f"Referer: https://{R.SITE_DOMAIN}/a",
-            "-c", "200" if args.rate else "64", "--rate", str(args.rate),
-            "--duration", str(args.duration), "--warmup", "2", "--drain", "5", "--timeout", "10",
-            "--label", name]
+    argv = R.loadgen_argv(port, bodies, rate=args.rate, connections=200 if args.rate else 64,
+                          duration=args.duration, warmup=2, cpu="0", label=name)
     gen = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     time.sleep(2.0)  # the warm-up
-    c0, t0 = cpu_s(pid), time.monotonic()
+    c0, t0 = R.tree_cpu_s(pid), time.monotonic()
     if args.perf == name:
         subprocess.run(["perf", "record", "-e", "cpu-clock", "-F", "999", "-g", "-p", str(pid),
                         "-o", f"/tmp/ab-perf-{name}.data", "--", "sleep",
                         str(args.duration - 1)], capture_output=True, check=False)
     else:
         time.sleep(args.duration - 0.3)
-    c1, t1 = cpu_s(pid), time.monotonic()
+    c1, t1 = R.tree_cpu_s(pid), time.monotonic()
     result: dict[str, Any] = json.loads(gen.communicate()[0])
     result["server_cores"] = (c1 - c0) / (t1 - t0)
     result["cpu_us_per_req"] = 1e6 * (c1 - c0) / (result["achieved_rps"] * (t1 - t0))

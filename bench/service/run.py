@@ -395,14 +395,21 @@ def write_bodies(path: Path, site: Site, bid: str, token: str, *, count: int, ev
 # ----------------------------------------------------------------------------- load runs
 
 
-def loadgen(port: int, bodies: Path, *, rate: float, connections: int, args: argparse.Namespace,
-            label: str) -> dict[str, Any]:
-    argv = ["taskset", "-c", args.client_cpu, str(LOADGEN), "--port", str(port), "--path", "/collect",
+def loadgen_argv(port: int, bodies: Path, *, rate: float, connections: int, duration: float,
+                 warmup: float, cpu: str, label: str) -> list[str]:
+    """The generator pinned to ``cpu``, POSTing ``bodies`` to /collect as a browser page would."""
+    return ["taskset", "-c", cpu, str(LOADGEN), "--port", str(port), "--path", "/collect",
             "--method", "POST", "--bodies-file", str(bodies),
             "-H", "Content-Type: text/plain;charset=UTF-8", "-H", f"User-Agent: {BROWSER_UA}",
             "-H", f"Origin: https://{SITE_DOMAIN}", "-H", f"Referer: https://{SITE_DOMAIN}/a",
-            "-c", str(connections), "--rate", str(rate), "--duration", str(args.duration),
-            "--warmup", str(args.warmup), "--drain", "5", "--timeout", "10", "--label", label]
+            "-c", str(connections), "--rate", str(rate), "--duration", str(duration),
+            "--warmup", str(warmup), "--drain", "5", "--timeout", "10", "--label", label]
+
+
+def loadgen(port: int, bodies: Path, *, rate: float, connections: int, args: argparse.Namespace,
+            label: str) -> dict[str, Any]:
+    argv = loadgen_argv(port, bodies, rate=rate, connections=connections, duration=args.duration,
+                        warmup=args.warmup, cpu=args.client_cpu, label=label)
     bound = args.duration + args.warmup + 5 + 30
     done = subprocess.run(argv, capture_output=True, text=True, timeout=bound, check=False)
     if done.returncode != 0:
