@@ -1,7 +1,8 @@
-"""Build the Cython extensions of viz/_fast; all other metadata lives in pyproject.toml.
+"""Build the Cython extensions; all other metadata lives in pyproject.toml.
 
-Every ``viz/_fast/_*_c.pyx`` becomes ``viz._fast._*_c``. ``VIZ_DEBUG=1`` builds with line
-tracing and internal asserts; ``VIZ_NO_EXTENSIONS=1`` at build time skips compilation (the
+Every ``viz/_fast/_*_c.pyx`` becomes ``viz._fast._*_c`` (the shared compiled cores), and every
+``viz/collect/_*_c.pyx`` becomes ``viz.collect._*_c`` (collect's own fast lane).
+``VIZ_DEBUG=1`` builds with line tracing and internal asserts; ``VIZ_NO_EXTENSIONS=1`` at build time skips compilation (the
 pure-Python twins are then used at run time).
 """
 
@@ -23,15 +24,17 @@ def _extensions():
 
     debug = os.environ.get("VIZ_DEBUG") == "1"
     macros = [("CYTHON_TRACE", "1")] if debug else []
+    sources = [pyx for package in ("_fast", "collect")
+               for pyx in sorted((HERE / "viz" / package).glob("_*_c.pyx"))]
     exts = [
         Extension(
-            "viz._fast." + pyx.stem,
+            f"viz.{pyx.parent.name}.{pyx.stem}",
             [str(pyx.relative_to(HERE))],
             define_macros=macros,
             extra_compile_args=["-O2"],
             libraries=LIBRARIES.get(pyx.stem, []),
         )
-        for pyx in sorted((HERE / "viz" / "_fast").glob("_*_c.pyx"))
+        for pyx in sources
     ]
     return cythonize(
         exts,

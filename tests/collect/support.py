@@ -138,10 +138,11 @@ def parse_responses(data: bytes) -> list[Response]:
 
 
 class Harness:
-    """One app (memory sink, manual clock, real SiteDirectory over a fake fetcher)."""
+    """One app (memory sink, manual clock, real SiteDirectory over a fake fetcher); with
+    ``lane=False`` the Python request path answers alone (no compiled /collect lane)."""
 
     def __init__(self, *sites: SiteRecord, sink: MemorySink | None = None,
-                 settings: CollectSettings | None = None) -> None:
+                 settings: CollectSettings | None = None, lane: bool = True) -> None:
         self.clock = ManualClock()
         self.fetcher = FakeFetcher(*(sites or (make_site(),)))
         self.directory = SiteDirectory(self.fetcher, clock=self.clock, ttl_s=300,
@@ -150,7 +151,7 @@ class Harness:
         self.metrics = CollectMetrics()
         self.settings = settings or make_settings()
         self.app = CollectApp(self.settings, CollectDeps(self.directory, self.sink, self.clock,
-                                                         self.metrics))
+                                                         self.metrics), lane=lane)
         self.state = ServerState(date_header=b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n")
 
     async def warm(self, sid: str = SID) -> None:

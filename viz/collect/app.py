@@ -16,10 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from time import perf_counter
+from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from viz import _fast
+from viz._fast._select import NO_EXTENSIONS
 from viz.collect import pipeline
 from viz.collect.errors import (
     BadHttp,
@@ -83,7 +85,7 @@ class CollectDeps:
 class CollectApp:
     max_body_bytes: int = _fast.MAX_BODY_BYTES
 
-    def __init__(self, settings: CollectSettings, deps: CollectDeps) -> None:
+    def __init__(self, settings: CollectSettings, deps: CollectDeps, *, lane: bool = True) -> None:
         self._directory = deps.directory
         self._sink = deps.sink
         self._clock = deps.clock
@@ -105,10 +107,31 @@ class CollectApp:
             b"/readyz": self._readyz,
             b"/metrics": self._metrics,
         }
+        self.lane = self._make_lane(deps) if lane else None
+        if self.lane is not None:
+            # The protocol calls ``handler.handle`` for every request: the lane's takes
+            # ``POST /collect`` and hands everything else to the method below.
+            self.handle = self.lane.handle  # type: ignore[method-assign]
+
+    def _make_lane(self, deps: CollectDeps) -> Any:
+        """The compiled ``POST /collect`` lane (``viz.collect._lane_c``), or ``None`` without
+        it (``VIZ_NO_EXTENSIONS=1``, or not built): then the Python path answers alone."""
+        if NO_EXTENSIONS:
+            return None
+        try:
+            from viz.collect._lane_c import CollectLane
+        except ImportError:
+            return None
+        return CollectLane(
+            route=self.handle, limited=self._limited if self._limiter is not None else None,
+            after_limit=self._collect_after_limit, resume=self._collect_resume, fail=self._fail,
+            directory=deps.directory, deps=self._deps, sink=deps.sink, metrics=deps.metrics,
+            ok_headers=_COLLECT_OK_HEADERS, miss=_MISS)
 
     # -- Handler ------------------------------------------------------------------------------
 
     def handle(self, request: Request, cycle: Cycle) -> None:
+        """Route ``request``; with the compiled lane, ``handle`` is the lane's (see __init__)."""
         target = request.target
         q = target.find(b"?")
         route = self._routes.get(target if q < 0 else target[:q])
@@ -177,6 +200,10 @@ class CollectApp:
                 with_site: Step, finish: Callable[[Ingest, Cycle], None]) -> None:
         if self._limited(request, cycle, route):
             return
+        self._ingest_after_limit(request, cycle, route, before, with_site, finish)
+
+    def _ingest_after_limit(self, request: Request, cycle: Cycle, route: str, before: Step,
+                            with_site: Step, finish: Callable[[Ingest, Cycle], None]) -> None:
         ingest = Ingest(request, self._deps)
         try:
             drop = before(ingest)
@@ -189,6 +216,11 @@ class CollectApp:
         except CollectError as err:
             self._fail(cycle, route, err)
             return
+        self._ingest_site(ingest, cycle, route, site, with_site, finish)
+
+    def _ingest_site(self, ingest: Ingest, cycle: Cycle, route: str, site: object,
+                     with_site: Step, finish: Callable[[Ingest, Cycle], None]) -> None:
+        """Go on from what ``get_nowait`` answered: a record, ``None`` or ``_MISS``."""
         if site is _MISS:
             task = asyncio.get_running_loop().create_task(
                 self._ingest_slow(ingest, cycle, route, with_site, finish))
@@ -258,6 +290,23 @@ class CollectApp:
             self._preflight(request, cycle)
         else:
             self._fail(cycle, "collect", MethodNotAllowed())
+
+    def _collect_after_limit(self, request: Request, cycle: Cycle) -> None:
+        """The lane's way back when the body does not parse: /collect from the body on."""
+        self._ingest_after_limit(request, cycle, "collect", pipeline.COLLECT_BEFORE_SITE,
+                                 pipeline.COLLECT_WITH_SITE, self._collect_finish)
+
+    def _collect_resume(self, request: Request, cycle: Cycle, payload: _fast.Payload,
+                        now_s: float, site: object) -> None:
+        """The lane's way back once the body parsed and the site was looked up (a record,
+        ``None`` or ``_MISS``): /collect from there on, at the lane's clock reading."""
+        ingest = Ingest(request, self._deps)
+        ingest.now_s = now_s
+        ingest.now_ms = int(now_s * 1000)
+        ingest.payload = payload
+        ingest.sid = payload.sid
+        self._ingest_site(ingest, cycle, "collect", site, pipeline.COLLECT_WITH_SITE,
+                          self._collect_finish)
 
     def _collect_finish(self, ingest: Ingest, cycle: Cycle) -> None:
         # _produce and _delivered specialised for /collect, its route's only answer inlined:
