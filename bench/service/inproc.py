@@ -1,9 +1,14 @@
 """In-process A/B of collect's request path: no sockets, no generator, CPU time per request.
 
-Drives ``HttpProtocol.data_received`` on 64 null transports with realistic single-event
+Drives a connection's ``data_received`` on 64 null transports with realistic single-event
 ``POST /collect`` requests (each connection sends its next request when its answer is written)
-through a real :class:`~viz.collect.app.CollectApp`, with and without the compiled lane,
-alternating repetitions in one process so that machine noise hits both alike. The sink is
+through a real :class:`~viz.collect.app.CollectApp`, alternating repetitions of three
+contestants in one process so that machine noise hits them alike:
+
+* ``python``: the Python connection (``HttpProtocol``) and request path, no compiled lane;
+* ``lane``: the Python connection, with the compiled ``POST /collect`` lane;
+* ``compiled``: the compiled connection (``HttpConnection``) with the lane, as served.
+ The sink is
 either a null one (the report is scheduled at once: the request path alone) or a real
 :class:`~viz.collect.sinks.KafkaSink` to an embedded broker (``--kafka``, started here; the
 producer's threads then count too).
@@ -11,7 +16,8 @@ producer's threads then count too).
     .venv/bin/python bench/service/inproc.py                  # null sink, 7 pairs
     .venv/bin/python bench/service/inproc.py --kafka --reps 5
 
-Prints the median CPU µs per request of each contestant and their per-pair ratio.
+Prints the median CPU µs per request of each contestant and its per-repetition ratio to
+``python``.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ sys.path.insert(0, str(REPO))
 from viz import _fast  # noqa: E402
 from viz.collect.app import CollectApp, CollectDeps  # noqa: E402
 from viz.collect.metrics import CollectMetrics  # noqa: E402
-from viz.collect.protocol import HttpProtocol, ServerState  # noqa: E402
+from viz.collect.protocol import HttpProtocol, ServerState, connection_class  # noqa: E402
 from viz.collect.settings import CollectSettings  # noqa: E402
 from viz.collect.sinks import KafkaSink, Report  # noqa: E402
 from viz.common.clock import SystemClock  # noqa: E402
@@ -145,6 +151,9 @@ def requests(now_ms: int) -> list[bytes]:
     return out
 
 
+CONTESTANTS = ("python", "lane", "compiled")
+
+
 async def contestant(name: str, settings: CollectSettings, sink: Any,
                      reqs: list[bytes]) -> tuple[_Run, list[_Transport], CollectApp]:
     clock = SystemClock()
@@ -155,8 +164,9 @@ async def contestant(name: str, settings: CollectSettings, sink: Any,
                               negative_ttl_s=30)
     await directory.get(SID)
     app = CollectApp(settings, CollectDeps(directory, sink, clock, CollectMetrics()),
-                     lane=name == "lane")
-    if name == "lane" and app.lane is None:
+                     lane=name != "python")
+    connection = connection_class() if name == "compiled" else HttpProtocol
+    if name != "python" and (app.lane is None or connection_class() is HttpProtocol):
         raise SystemExit("the lane is not built: python setup.py build_ext --inplace")
     loop = asyncio.get_running_loop()
     state = ServerState(date_header=b"Date: Tue, 14 Nov 2023 22:13:20 GMT\r\n")
@@ -164,7 +174,7 @@ async def contestant(name: str, settings: CollectSettings, sink: Any,
     transports = []
     for _ in range(CONNECTIONS):
         transport = _Transport(run)
-        transport.protocol = HttpProtocol(app, state, loop)
+        transport.protocol = connection(app, state, loop)
         transport.protocol.connection_made(transport)
         transports.append(transport)
     return run, transports, app
@@ -185,7 +195,7 @@ async def main(args: argparse.Namespace) -> None:
     settings = CollectSettings.from_env(environ)
     reqs = requests(int(time.time() * 1000))
     contestants = {}
-    for name in ("python", "lane"):
+    for name in CONTESTANTS:
         sink: Any = KafkaSink(settings.kafka, settings.producer) if args.bootstrap else NullSink()
         await sink.start()
         if args.bootstrap:
@@ -205,12 +215,11 @@ async def main(args: argparse.Namespace) -> None:
         if answered < total * args.reps:
             raise SystemExit(f"{name}: only {answered} requests answered 204")
         await sink.close()
-    ratios = [lane / py for lane, py in zip(per_req["lane"], per_req["python"], strict=True)]
     for name, values in per_req.items():
-        print(f"{name:>7}: {statistics.median(values):6.1f} µs/req  "
+        ratios = [v / py for v, py in zip(values, per_req["python"], strict=True)]
+        print(f"{name:>8}: {statistics.median(values):6.1f} µs/req, "
+              f"ratio to python {statistics.median(ratios):.2f}  "
               f"(each: {' '.join(f'{v:.1f}' for v in values)})")
-    print(f"  ratio lane/python per pair: median {statistics.median(ratios):.2f} "
-          f"(each: {' '.join(f'{r:.2f}' for r in ratios)})")
 
 
 def cli() -> None:

@@ -13,7 +13,7 @@ import httptools
 from viz import _fast
 from viz.collect.app import CollectApp, CollectDeps
 from viz.collect.metrics import CollectMetrics
-from viz.collect.protocol import HttpProtocol, ServerState
+from viz.collect.protocol import HttpProtocol, ServerState, connection_class
 from viz.collect.settings import CollectSettings
 from viz.collect.sinks import MemorySink
 from viz.common.clock import ManualClock
@@ -180,12 +180,21 @@ class Harness:
         return 0.0 if value is None else value
 
 
+TWINS: dict[str, Callable[..., HttpProtocol]] = {"python": HttpProtocol}
+"""The connection classes a test can run on: the Python one and, when built, its compiled twin
+(``viz.collect._lane_c.HttpConnection``); ``conftest.connection_twin`` picks one per test."""
+if connection_class() is not HttpProtocol:
+    TWINS["compiled"] = connection_class()
+CONNECTION: list[Callable[..., HttpProtocol]] = [connection_class()]
+"""The one :class:`Connection` makes (the production choice unless a test picked a twin)."""
+
+
 class Connection:
     def __init__(self, harness: Harness, *, peer: str | None = None, **kwargs: Any) -> None:
         self.transport = FakeTransport()
         self.transport.peer = peer
         loop = asyncio.get_running_loop()
-        self.protocol = HttpProtocol(harness.app, harness.state, loop, **kwargs)
+        self.protocol = CONNECTION[0](harness.app, harness.state, loop, **kwargs)
         self.protocol.connection_made(self.transport)
         self._seen = 0
 

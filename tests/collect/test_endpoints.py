@@ -13,6 +13,8 @@ from viz.collect.sinks import MemorySink
 
 from .support import BID, ORIGIN, SID, TID, UA, Harness, get, make_site, post
 
+pytestmark = pytest.mark.usefixtures("connection_twin")
+
 BID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
 

@@ -23,7 +23,8 @@ from viz.collect.sinks import MemorySink
 
 from .support import ORIGIN, UA, Harness, get, make_settings, make_site, post
 
-pytestmark = pytest.mark.skipif(NO_EXTENSIONS, reason="VIZ_NO_EXTENSIONS=1: no lane to compare")
+pytestmark = [pytest.mark.skipif(NO_EXTENSIONS, reason="VIZ_NO_EXTENSIONS=1: no lane to compare"),
+              pytest.mark.usefixtures("connection_twin")]
 
 OTHER_BID = "BBBBBBBBBBBBBBBBBBBBBB"
 

@@ -16,6 +16,8 @@ from viz.collect.pipeline import LINKER_REFUSALS
 
 from .support import BID, KEY, SID, TID, Harness, Response, get, make_site
 
+pytestmark = pytest.mark.usefixtures("connection_twin")
+
 SISTER = "sister-site"
 SISTER_KEY = bytes(range(100, 132))
 FOREIGN = "foreign-site"

@@ -12,6 +12,8 @@ from viz.collect.errors import ALL_ERRORS, QueueFull
 
 from .support import ORIGIN, SID, Harness, Response, get, make_site, post
 
+pytestmark = pytest.mark.usefixtures("connection_twin")
+
 DOC = yaml.safe_load(resources.files("viz.collect").joinpath("openapi.yaml").read_bytes())
 
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from viz.collect.protocol import MAX_HEAD_BYTES
 from viz.collect.sinks import MemorySink
 
 from .support import Harness, get, post
+
+pytestmark = pytest.mark.usefixtures("connection_twin")
 
 
 async def test_keeps_the_connection_open_across_requests() -> None:

@@ -8,6 +8,8 @@ from viz.collect.ratelimit import RateLimiter, client_key, retry_after_s
 
 from .support import SID, Harness, get, make_settings, make_site, post
 
+pytestmark = pytest.mark.usefixtures("connection_twin")
+
 
 def test_a_burst_passes_then_the_rate_refills_one_request_at_a_time() -> None:
     limiter = RateLimiter(rate=2.0, burst=3)

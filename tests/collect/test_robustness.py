@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .support import Harness, parse_responses
+
+pytestmark = pytest.mark.usefixtures("connection_twin")
 
 ALLOWED = {200, 204, 400, 401, 403, 404, 405, 413, 431}
 

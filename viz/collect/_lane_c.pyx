@@ -1,19 +1,25 @@
 # cython: language_level=3
-"""collect's compiled fast lane: ``POST /collect`` for the common case, in one C function.
+"""collect's compiled fast lane: the HTTP connection and ``POST /collect`` for the common case.
 
-A request of a cached site, from one of its origins already granted, with a browser's
-User-Agent already screened, consent tier 1 and a valid token is checked, encoded and handed to
-the sink here, and its 204 is written from the delivery report by a compiled callable. Anything
-else goes back to the Python request path of :class:`viz.collect.app.CollectApp` at the point
-the lane reached, with what it already knows, so every error, drop, uncached lookup and header
-is answered by the same code with or without the lane: the lane only decides *when* it can
-answer by itself, never *what* the answer is. Nothing the lane does before it hands a request
-back has an effect the Python path would repeat (the rate limit is taken once, the site is
-looked up once).
+Two compiled twins of Python classes, selected by :func:`viz.collect.protocol.connection_class`
+and :class:`viz.collect.app.CollectApp` unless ``VIZ_NO_EXTENSIONS=1``:
 
-The lane is an optimisation with the Python path as its pure twin: ``VIZ_NO_EXTENSIONS=1`` or a
-build without it runs that path alone, and ``tests/collect/test_lane.py`` checks that both
-answer every request the same, byte for byte, with the same messages and metrics.
+* :class:`HttpConnection` (with its :class:`Request` and :class:`Cycle`) is
+  :class:`viz.collect.protocol.HttpProtocol`, line for line: the same framing, keep-alive,
+  pipelining order, flow control and limits, with the connection's state in C fields and the
+  httptools callbacks as C methods. ``tests/collect`` runs every protocol and endpoint test
+  against both (``conftest.py``).
+* :class:`CollectLane` answers ``POST /collect`` for the common case in one C function: a
+  cached site, one of its origins already granted, a browser's User-Agent already screened,
+  consent tier 1 and a valid token are checked, encoded and handed to the sink here, and the 204
+  is written from the delivery report by a compiled callable. Anything else goes back to the
+  Python request path of :class:`~viz.collect.app.CollectApp` at the point the lane reached,
+  with what it already knows, so every error, drop, uncached lookup and header is answered by
+  the same code with or without the lane: the lane only decides *when* it can answer by itself,
+  never *what* the answer is. Nothing it does before handing a request back has an effect the
+  Python path would repeat (the rate limit is taken once, the site is looked up once).
+  ``tests/collect/test_lane.py`` checks that both answer every request the same, byte for
+  byte, with the same messages and metrics.
 """
 
 from bisect import bisect_left
@@ -162,3 +168,412 @@ cdef class _Delivered:
         requests = lane._requests
         requests[_COLLECT_204] = requests.get(_COLLECT_204, 0) + 1
         self._cycle.respond(204, lane._ok_headers + self._cors)
+
+
+# -- the connection: viz.collect.protocol.HttpProtocol, compiled ---------------------------------
+#
+# Every method below is its twin's, in the same order and with the same comments where they
+# explain a rule; what differs is only how state is held (C fields) and how callbacks are
+# reached. A change to one twin is a change to both: tests/collect runs against each.
+
+from collections import deque
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+from viz.collect import request as _request_py
+from viz.collect.protocol import MAX_HEAD_BYTES, STATUS_LINES, _StopParsing
+
+import logging
+
+log = logging.getLogger("viz.collect.protocol")
+
+cdef bytes _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+cdef bytes _CLOSE = b"Connection: close\r\n"
+cdef bytes _KEEP_ALIVE = b"Connection: keep-alive\r\n"
+cdef bytes _CONTENT_LENGTH = b"Content-Length: %d\r\n\r\n"
+cdef bytes _CONTENT_LENGTH_0 = b"Content-Length: 0\r\n\r\n"
+cdef dict _STATUS_LINES = STATUS_LINES
+cdef Py_ssize_t _MAX_HEAD_BYTES = MAX_HEAD_BYTES
+
+# Header name -> field number (0: a known header that is skipped), from the Python twin's table.
+cdef tuple _FIELDS = ("origin", "referer", "user_agent", "cookie", "content_length",
+                      "content_type", "sec_gpc", "expect", "connection", "x_forwarded_for",
+                      "x_real_ip")
+cdef dict _FIELD_BY_NAME = {
+    name: (_FIELDS.index(slot) + 1 if slot else 0)
+    for name, slot in _request_py.SLOT_BY_NAME.items()}
+if set(s for s in _request_py.SLOT_BY_NAME.values() if s) != set(_FIELDS):
+    raise ImportError("viz.collect._lane_c: Request fields differ from viz.collect.request's")
+
+
+cdef class Request:
+    """:class:`viz.collect.request.Request`, compiled: the same attributes and properties."""
+
+    cdef public bytes method, target, body
+    cdef public object origin, referer, user_agent, cookie, content_length, content_type
+    cdef public object sec_gpc, expect, connection, x_forwarded_for, x_real_ip
+    cdef public str peer
+    cdef public bint keep_alive, http_10
+
+    def __init__(self):
+        self.method = b""
+        self.target = b""
+        self.peer = ""
+        self.body = b""
+        self.keep_alive = True
+        self.http_10 = False
+
+    cdef inline void _set(self, int field, bytes value):
+        if field == 1:
+            self.origin = value
+        elif field == 2:
+            self.referer = value
+        elif field == 3:
+            self.user_agent = value
+        elif field == 4:
+            self.cookie = value
+        elif field == 5:
+            self.content_length = value
+        elif field == 6:
+            self.content_type = value
+        elif field == 7:
+            self.sec_gpc = value
+        elif field == 8:
+            self.expect = value
+        elif field == 9:
+            self.connection = value
+        elif field == 10:
+            self.x_forwarded_for = value
+        elif field == 11:
+            self.x_real_ip = value
+
+    @property
+    def path(self):
+        q = self.target.find(b"?")
+        return self.target if q < 0 else self.target[:q]
+
+    @property
+    def query(self):
+        q = self.target.find(b"?")
+        return b"" if q < 0 else self.target[q + 1:]
+
+
+cdef class Cycle:
+    """:class:`viz.collect.protocol.Cycle`, compiled."""
+
+    cdef HttpConnection _protocol
+    cdef public object request
+    cdef public int status
+    cdef public bytes headers, body
+    cdef public bint close
+
+    def __init__(self, HttpConnection protocol, request):
+        self._protocol = protocol
+        self.request = request
+        self.status = 0
+        self.headers = b""
+        self.body = b""
+        self.close = not request.keep_alive
+
+    def respond(self, int status, bytes headers=b"", bytes body=b""):
+        if self.status:
+            return
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self._protocol.cycle_done()
+
+
+cdef class HttpConnection:
+    """:class:`viz.collect.protocol.HttpProtocol`, compiled; ``POST /collect`` goes to the
+    handler's :class:`CollectLane` directly when it has one."""
+
+    cdef object _handler, _loop, _parser, _transport, _idle_handle, _handle
+    cdef public object state
+    cdef CollectLane _lane
+    cdef double _keep_alive_timeout_s, _last_activity
+    cdef Py_ssize_t _max_pipelined, _max_body, _head_bytes
+    cdef readonly Py_ssize_t _body_size
+    cdef Request _request
+    cdef readonly list _body_parts
+    cdef object _pending  # deque[Cycle]
+    cdef int _error_status
+    cdef bint _in_head, _head_began, _reading_paused, _writing_paused, _closed
+    cdef public bint closing
+    cdef str _peer
+
+    def __init__(self, handler, state, loop, *, double keep_alive_timeout_s=15.0,
+                 Py_ssize_t max_pipelined=32):
+        self._handler = handler
+        self._handle = handler.handle
+        lane = getattr(handler, "lane", None)
+        self._lane = lane if isinstance(lane, CollectLane) else None
+        self.state = state
+        self._loop = loop
+        self._keep_alive_timeout_s = keep_alive_timeout_s
+        self._max_pipelined = max_pipelined
+        self._max_body = handler.max_body_bytes
+        self._parser = HttpRequestParser(self)
+        self._transport = None
+        self._request = None
+        self._body_parts = []
+        self._body_size = 0
+        self._pending = deque()
+        self._error_status = 0
+        self._in_head = True
+        self._head_began = False
+        self._head_bytes = 0
+        self._reading_paused = False
+        self._writing_paused = False
+        self._idle_handle = None
+        self._last_activity = 0.0
+        self.closing = False
+        self._closed = False
+        self._peer = ""
+
+    # -- asyncio.Protocol ---------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self._transport = transport
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        self.state.connections.add(self)
+        self._touch()
+
+    def connection_lost(self, exc):
+        self._closed = True
+        self.closing = True
+        self.state.remove(self)
+        self._pending.clear()
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+            self._idle_handle = None
+
+    def data_received(self, data):
+        if self.closing:
+            return
+        self._last_activity = self._loop.time()
+        self._head_began = False
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade:
+            self.closing = True
+            if not self._pending:
+                self._close_transport()
+            return
+        except HttpParserError:
+            self._fail(self._error_status or 400)
+            return
+        if self._in_head:
+            if self._head_began:
+                return
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD_BYTES:
+                self._fail(431)
+
+    def eof_received(self):
+        self.closing = True
+        if not self._pending:
+            self._close_transport()
+        return True
+
+    def pause_writing(self):
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self):
+        self._writing_paused = False
+        self._update_reading()
+
+    # -- httptools callbacks ------------------------------------------------------------------
+
+    def on_message_begin(self):
+        cdef Request request = Request.__new__(Request)
+        request.method = b""
+        request.target = b""
+        request.body = b""
+        request.keep_alive = True
+        request.peer = self._peer
+        self._request = request
+        self._in_head = True
+        self._head_began = True
+        self._head_bytes = 0
+        self._body_parts = []
+        self._body_size = 0
+
+    def on_url(self, bytes url):
+        request = self._request
+        request.target = request.target + url if request.target else url
+
+    def on_header(self, bytes name, bytes value):
+        field = _FIELD_BY_NAME.get(name)
+        if field is None:
+            if len(name) > 14:
+                return
+            field = _FIELD_BY_NAME.get(name.lower())
+            if field is None:
+                return
+        if field:  # 0 is a known header collect skips
+            self._request._set(<int>field, value)
+
+    def on_headers_complete(self):
+        self._in_head = False
+        request = self._request
+        parser = self._parser
+        request.method = parser.get_method()
+        keep_alive = request.keep_alive = parser.should_keep_alive()
+        if keep_alive and request.connection is not None:
+            request.http_10 = parser.get_http_version() == "1.0"
+        length = request.content_length
+        if length is not None:
+            try:
+                too_large = int(length) > self._max_body
+            except ValueError:
+                too_large = False  # llhttp itself rejects a non-numeric Content-Length
+            if too_large:
+                self._error_status = 413
+                raise _StopParsing()
+        expect = request.expect
+        if (expect is not None and expect.lower() == b"100-continue" and not self._pending
+                and self._transport is not None):
+            self._transport.write(_CONTINUE)
+
+    def on_body(self, bytes body):
+        self._body_size += len(body)
+        if self._body_size > self._max_body:
+            self._error_status = 413
+            raise _StopParsing()
+        self._body_parts.append(body)
+
+    def on_message_complete(self):
+        cdef Request request = self._request
+        cdef list parts
+        self._request = None
+        if request is None or self.closing:
+            return
+        parts = self._body_parts
+        if parts:
+            request.body = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._body_parts = []
+        cycle = Cycle(self, request)
+        self._pending.append(cycle)
+        if cycle.close:
+            self.closing = True
+        elif len(self._pending) >= self._max_pipelined:
+            self._update_reading()
+        try:
+            if (self._lane is not None and request.target == b"/collect"
+                    and request.method == b"POST"):
+                self._lane._collect(request, cycle)
+            else:
+                self._handle(request, cycle)
+        except Exception:
+            log.exception("collect handler raised")
+            cycle.respond(*self._handler.error_response(500))
+
+    # -- response ordering --------------------------------------------------------------------
+
+    cpdef cycle_done(self):
+        """Write every answered response at the head of the queue, in request order."""
+        cdef Cycle cycle
+        cdef bint last
+        cdef bytes conn, body
+        pending = self._pending
+        transport = self._transport
+        if self._closed or transport is None:
+            return
+        while pending and (<Cycle>pending[0]).status:
+            cycle = pending.popleft()
+            last = cycle.close or (self.closing and not pending)
+            if last:
+                conn = _CLOSE
+            elif cycle.request.http_10:
+                conn = _KEEP_ALIVE
+            else:
+                conn = b""
+            body = cycle.body
+            transport.write(b"".join((
+                _STATUS_LINES[cycle.status], self.state.date_header, cycle.headers, conn,
+                _CONTENT_LENGTH % len(body) if body else _CONTENT_LENGTH_0, body)))
+            if last:
+                self.closing = True
+                pending.clear()
+                self._close_transport()
+                return
+        if not pending:
+            if self.closing:
+                self._close_transport()
+                return
+            self._last_activity = self._loop.time()
+            if self._idle_handle is None:
+                self._idle_handle = self._loop.call_later(self._keep_alive_timeout_s,
+                                                          self._on_idle)
+        if self._reading_paused:
+            self._update_reading()
+
+    cdef _fail(self, int status):
+        """Answer a protocol-level error after what is pending, then close the connection."""
+        self.closing = True
+        self._request = None
+        cycle = Cycle(self, Request())
+        cycle.close = True
+        self._pending.append(cycle)
+        status, headers, body = self._handler.error_response(status)
+        cycle.respond(status, headers, body)
+
+    def shutdown(self):
+        """Graceful stop: read nothing more; close once every pending request is answered."""
+        self.closing = True
+        if not self._pending:
+            self._close_transport()
+
+    def abort(self):
+        """Drop the connection now, whatever is pending (shutdown deadline passed)."""
+        self.closing = True
+        if self._transport is not None and not self._closed:
+            self._transport.abort()
+            self._closed = True
+        self.state.remove(self)
+
+    @property
+    def pending(self):
+        return len(self._pending)
+
+    # -- flow control and idle timeout --------------------------------------------------------
+
+    cdef _update_reading(self):
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        should_pause = self._writing_paused or len(self._pending) >= self._max_pipelined
+        if should_pause and not self._reading_paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        elif not should_pause and self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+
+    cdef _touch(self):
+        self._last_activity = self._loop.time()
+        if self._idle_handle is None:
+            self._idle_handle = self._loop.call_later(self._keep_alive_timeout_s, self._on_idle)
+
+    def _on_idle(self):
+        self._idle_handle = None
+        if self._closed:
+            return
+        if self._pending:
+            return
+        idle_for = self._loop.time() - self._last_activity
+        if idle_for >= self._keep_alive_timeout_s:
+            self._close_transport()
+        else:
+            self._idle_handle = self._loop.call_later(
+                self._keep_alive_timeout_s - idle_for, self._on_idle)
+
+    cdef _close_transport(self):
+        self.closing = True
+        if self._transport is not None and not self._closed:
+            self._transport.close()
+            self._closed = True
+        self.state.remove(self)

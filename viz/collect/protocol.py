@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Protocol
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
+from viz._fast._select import NO_EXTENSIONS
 from viz.collect.request import SLOT_BY_NAME, Request
 
 log = logging.getLogger(__name__)
@@ -388,3 +390,20 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
             self._closed = True
         self.state.remove(self)
+
+
+Connection = Callable[..., HttpProtocol]
+"""What makes a connection: ``(handler, state, loop, *, keep_alive_timeout_s, max_pipelined)``."""
+
+
+def connection_class() -> Connection:
+    """The compiled twin of :class:`HttpProtocol` (``viz.collect._lane_c.HttpConnection``),
+    or :class:`HttpProtocol` itself with ``VIZ_NO_EXTENSIONS=1`` or without the build."""
+    if not NO_EXTENSIONS:
+        try:
+            from viz.collect._lane_c import HttpConnection
+        except ImportError:
+            pass
+        else:
+            return HttpConnection  # type: ignore[no-any-return]
+    return HttpProtocol

@@ -20,7 +20,7 @@ import aiohttp
 
 from viz.collect.app import CollectApp, CollectDeps
 from viz.collect.metrics import CollectMetrics
-from viz.collect.protocol import HttpProtocol, ServerState
+from viz.collect.protocol import HttpProtocol, ServerState, connection_class
 from viz.collect.settings import CollectSettings
 from viz.collect.sinks import KafkaSink
 from viz.common.clock import Clock, SystemClock
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class CollectServer:
-    """One listening socket (per process) serving :class:`CollectApp` with :class:`HttpProtocol`.
+    """One listening socket (per process) serving :class:`CollectApp` over :func:`connection_class`.
 
     The collaborators in ``deps`` are owned by the caller, except that :meth:`stop` closes the
     sink last (flushing it) because only the server knows when the last request was answered.
@@ -41,15 +41,16 @@ class CollectServer:
         self.settings = settings
         self.deps = deps
         self.app = CollectApp(settings, deps)
+        self._connection = connection_class()
         self.state = ServerState()
         self._server: asyncio.AbstractServer | None = None
         self._date_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _protocol(self) -> HttpProtocol:
-        return HttpProtocol(self.app, self.state, self._loop,  # type: ignore[arg-type]
-                            keep_alive_timeout_s=self.settings.keep_alive_timeout_s,
-                            max_pipelined=self.settings.max_pipelined_requests)
+        return self._connection(self.app, self.state, self._loop,
+                                keep_alive_timeout_s=self.settings.keep_alive_timeout_s,
+                                max_pipelined=self.settings.max_pipelined_requests)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
