@@ -8,6 +8,9 @@ contestants in one process so that machine noise hits them alike:
 * ``python``: the Python connection (``HttpProtocol``) and request path, no compiled lane;
 * ``lane``: the Python connection, with the compiled ``POST /collect`` lane;
 * ``compiled``: the compiled connection (``HttpConnection``) with the lane, as served.
+
+With ``--kafka`` the ``lane`` and ``compiled`` sinks send through the compiled ``Sender``, the
+``python`` one through ``KafkaSink.send_to``.
  The sink is
 either a null one (the report is scheduled at once: the request path alone) or a real
 :class:`~viz.collect.sinks.KafkaSink` to an embedded broker (``--kafka``, started here; the
@@ -196,7 +199,8 @@ async def main(args: argparse.Namespace) -> None:
     reqs = requests(int(time.time() * 1000))
     contestants = {}
     for name in CONTESTANTS:
-        sink: Any = KafkaSink(settings.kafka, settings.producer) if args.bootstrap else NullSink()
+        sink: Any = (KafkaSink(settings.kafka, settings.producer, compiled=name != "python")
+                     if args.bootstrap else NullSink())
         await sink.start()
         if args.bootstrap:
             await _ready(sink)

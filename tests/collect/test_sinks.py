@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from viz._fast._select import NO_EXTENSIONS
 from viz.collect.errors import DeliveryFailed, DeliveryTimeout, MessageTooLarge, QueueFull
 from viz.collect.sinks import KafkaSink, MemorySink, producer_config
 
@@ -49,9 +51,32 @@ class FakeProducer:
         raise KafkaException(KafkaError(KafkaError._TRANSPORT))
 
 
+COMPILED = [True]
+"""Whether the sinks of this test use the compiled send path (``_lane_c.Sender`` and
+``Batch``); :func:`sink_twin` runs every test with both."""
+
+
+@pytest.fixture(autouse=True, params=["python"] if NO_EXTENSIONS else ["python", "compiled"])
+def sink_twin(request: pytest.FixtureRequest) -> Iterator[str]:
+    COMPILED[0] = request.param == "compiled"
+    yield request.param
+    COMPILED[0] = True
+
+
 def make_sink(producer: FakeProducer, **environ: str) -> KafkaSink:
     settings = make_settings(VIZ_COLLECT_READY_CHECK_INTERVAL_S="60", **environ)
-    return KafkaSink(settings.kafka, settings.producer, producer=producer)  # type: ignore[arg-type]
+    return KafkaSink(settings.kafka, settings.producer, producer=producer,  # type: ignore[arg-type]
+                     compiled=COMPILED[0])
+
+
+async def test_a_started_sink_sends_through_the_twin_it_was_built_for(
+        producer: FakeProducer, sink_twin: str) -> None:
+    sink = make_sink(producer)
+    assert sink.send_to.__self__ is sink  # the Python method until started
+    await sink.start()
+    sender = sink.send_to.__self__
+    assert type(sender).__name__ == ("Sender" if sink_twin == "compiled" else "KafkaSink")
+    await sink.close()
 
 
 @pytest.fixture
@@ -147,7 +172,7 @@ async def test_librdkafka_refuses_an_oversized_message_synchronously() -> None:
     settings = make_settings(VIZ_KAFKA_BOOTSTRAP="127.0.0.1:1")
     producer = Producer({**producer_config(settings.kafka, settings.producer),
                          "message.max.bytes": 2000, "log_level": 0})
-    sink = KafkaSink(settings.kafka, settings.producer, producer=producer)
+    sink = KafkaSink(settings.kafka, settings.producer, producer=producer, compiled=COMPILED[0])
     await sink.start()
     with pytest.raises(MessageTooLarge):
         sink.send(b"site", [b"x" * 5000])

@@ -47,7 +47,7 @@ cdef class CollectLane:
     """
 
     cdef object _route, _limited, _after_limit, _resume, _fail
-    cdef object _get_nowait, _miss, _time, _signer, _ua_text_of, _send_to
+    cdef object _get_nowait, _miss, _time, _signer, _ua_text_of, _sink
     cdef dict _origins, _ua_is_bot, _ua_text, _requests
     cdef object _histogram, _events
     cdef bytes _ok_headers
@@ -71,7 +71,7 @@ cdef class CollectLane:
         self._origins = deps._origins
         self._ua_is_bot = deps._ua_is_bot
         self._ua_text = deps._ua_text
-        self._send_to = sink.send_to
+        self._sink = sink
         self._requests = metrics.requests
         self._histogram = metrics.delivery_seconds
         self._events = metrics.events_collect
@@ -131,8 +131,9 @@ cdef class CollectLane:
         values = _encode_envelopes(payload, tid=site.tid, ua=ua, tier=1, server_ms=now_ms)
         self.answered += 1
         try:
-            self._send_to((<str>payload.sid).encode(), values,
-                          _Delivered(self, cycle, cors, len(values), perf_counter()))
+            # Looked up per request: a KafkaSink swaps in the compiled Sender's once started.
+            self._sink.send_to((<str>payload.sid).encode(), values,
+                               _Delivered(self, cycle, cors, len(values), perf_counter()))
         except CollectError as err:
             self._fail(cycle, "collect", err, cors)
 
@@ -577,3 +578,99 @@ cdef class HttpConnection:
             self._transport.close()
             self._closed = True
         self.state.remove(self)
+
+
+# -- the sink's send path: viz.collect.sinks.KafkaSink.send_to and _Batch, compiled ----------------
+
+from confluent_kafka import KafkaError, KafkaException
+
+from viz.collect.errors import DeliveryFailed, QueueFull
+from viz.collect.sinks import delivery_error
+
+_sink_log = logging.getLogger("viz.collect.sinks")
+
+
+cdef class Batch:
+    """:class:`viz.collect.sinks._Batch`, compiled: the messages of one request."""
+
+    cdef public object report
+    cdef public Py_ssize_t remaining
+    cdef public double deadline
+
+    def __init__(self, report, Py_ssize_t remaining, double deadline):
+        self.report = report
+        self.remaining = remaining
+        self.deadline = deadline
+
+    def on_delivery(self, err, msg):
+        report = self.report
+        if report is None:  # failed, timed out or abandoned
+            return
+        if err is None:
+            self.remaining -= 1
+            if self.remaining:
+                return
+            self.report = None
+            outcome = None
+        else:
+            self.report = None
+            outcome = delivery_error(err)
+        try:
+            report(outcome)
+        except Exception:
+            _sink_log.exception("delivery report callback raised")
+
+    def expire(self, error):
+        report = self.report
+        if report is not None:
+            self.report = None
+            try:
+                report(error)
+            except Exception:
+                _sink_log.exception("delivery report callback raised")
+
+
+cdef class Sender:
+    """:meth:`viz.collect.sinks.KafkaSink.send_to`, compiled, for one started sink."""
+
+    cdef object _sink, _producer, _produce, _topic, _inflight, _time
+    cdef Py_ssize_t _max_messages
+    cdef double _timeout_s
+
+    def __init__(self, sink, producer, topic, Py_ssize_t max_messages, double timeout_s,
+                 inflight, time):
+        self._sink = sink
+        self._producer = producer
+        self._produce = producer.produce
+        self._topic = topic
+        self._max_messages = max_messages
+        self._timeout_s = timeout_s
+        self._inflight = inflight
+        self._time = time
+
+    def send_to(self, bytes key, values, report):
+        cdef Py_ssize_t count = len(values)
+        cdef Batch batch
+        produce = self._produce
+        topic = self._topic
+        if len(self._producer) + count > self._max_messages:
+            raise QueueFull()
+        batch = Batch(report, count, self._time() + self._timeout_s)
+        on_delivery = batch.on_delivery
+        try:
+            for value in values:
+                produce(topic, value, key, on_delivery=on_delivery)
+        except BufferError:
+            batch.report = None  # reports of what was queued are ignored
+            self._sink._track(batch)
+            raise QueueFull() from None
+        except KafkaException as exc:
+            batch.report = None
+            self._sink._track(batch)
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError):
+                raise delivery_error(err) from None
+            raise DeliveryFailed(str(exc)) from None
+        self._inflight.append(batch)
+        if self._sink._tick_handle is None:
+            self._sink._arm()

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from viz._fast._select import NO_EXTENSIONS
 from viz.collect.errors import (
     CollectError,
     DeliveryFailed,
@@ -104,7 +105,7 @@ class _Batch:
             outcome: CollectError | None = None
         else:
             self.report = None
-            outcome = _delivery_error(err)
+            outcome = delivery_error(err)
         try:
             report(outcome)
         except Exception:
@@ -132,7 +133,8 @@ def _resolve(future: asyncio.Future[None], outcome: CollectError | None) -> None
         future.set_exception(outcome)
 
 
-def _delivery_error(err: KafkaError) -> CollectError:
+def delivery_error(err: KafkaError) -> CollectError:
+    """The request outcome of a librdkafka error (a delivery report's or ``produce``'s)."""
     code = err.code()
     if code == KafkaError.MSG_SIZE_TOO_LARGE:
         return MessageTooLarge(err.str())
@@ -171,7 +173,7 @@ class KafkaSink:
     """
 
     def __init__(self, kafka: KafkaSettings, settings: ProducerSettings,
-                 *, producer: Producer | None = None) -> None:
+                 *, producer: Producer | None = None, compiled: bool = True) -> None:
         self._topic = kafka.topic_raw
         self._settings = settings
         self._max_messages = settings.max_queue_messages
@@ -186,6 +188,7 @@ class KafkaSink:
         self._probe_task: asyncio.Task[None] | None = None
         self._ready = False
         self._last_error: str | None = None
+        self._compiled = compiled and not NO_EXTENSIONS
 
     # -- Sink ---------------------------------------------------------------------------------
 
@@ -223,7 +226,7 @@ class KafkaSink:
             self._track(batch)
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError):
-                raise _delivery_error(err) from None
+                raise delivery_error(err) from None
             raise DeliveryFailed(str(exc)) from None
         self._inflight.append(batch)
         if self._tick_handle is None:
@@ -237,6 +240,10 @@ class KafkaSink:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        sender = self._compiled_sender()
+        if sender is not None:
+            # The compiled twin of send_to (and of _Batch), bound to this sink's queue.
+            self.send_to = sender.send_to  # type: ignore[method-assign]
         self._probe_task = asyncio.create_task(self._probe(), name="viz-collect-kafka-probe")
 
     async def close(self) -> None:
@@ -266,8 +273,24 @@ class KafkaSink:
 
     # -- internals ----------------------------------------------------------------------------
 
+    def _compiled_sender(self) -> Any:
+        """``viz.collect._lane_c.Sender`` for this sink, or ``None`` (``compiled=False``,
+        ``VIZ_NO_EXTENSIONS=1`` or not built: :meth:`send_to` and :class:`_Batch` serve)."""
+        if not self._compiled:
+            return None
+        try:
+            from viz.collect._lane_c import Sender
+        except ImportError:
+            return None
+        return Sender(self, self._producer, self._topic, self._max_messages, self._timeout_s,
+                      self._inflight, self._loop.time)  # type: ignore[union-attr]
+
     def _track(self, batch: _Batch) -> None:
         self._inflight.append(batch)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Start polling for delivery reports, unless the timer already runs."""
         if self._tick_handle is None and self._loop is not None:
             self._tick_handle = self._loop.call_later(_POLL_INTERVAL_S, self._tick)
 
