@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +20,7 @@ from viz._fast._select import NO_EXTENSIONS
 from viz.collect.errors import QueueFull
 from viz.collect.settings import CollectSettings
 from viz.collect.sinks import MemorySink
+from viz.common.sites import SiteRecord
 
 from .support import ORIGIN, UA, Harness, get, make_settings, make_site, post
 
@@ -30,9 +31,10 @@ OTHER_BID = "BBBBBBBBBBBBBBBBBBBBBB"
 
 
 def _harness(lane: bool, settings: CollectSettings | None,
-             make_sink: Callable[[], MemorySink] | None) -> Harness:
-    return Harness(make_site(), make_site("site-off", collect=False), make_site("site-cold"),
-                   lane=lane, settings=settings, sink=make_sink() if make_sink else None)
+             make_sink: Callable[[], MemorySink] | None, site: SiteRecord | None) -> Harness:
+    return Harness(site or make_site(), make_site("site-off", collect=False),
+                   make_site("site-cold"), lane=lane, settings=settings,
+                   sink=make_sink() if make_sink else None)
 
 
 @dataclass
@@ -61,8 +63,8 @@ Script = Callable[[Harness], Awaitable[bytes]]
 
 
 async def _outcome(script: Script, lane: bool, settings: CollectSettings | None,
-                   make_sink: Callable[[], MemorySink] | None) -> Outcome:
-    h = _harness(lane, settings, make_sink)
+                   make_sink: Callable[[], MemorySink] | None, site: SiteRecord | None) -> Outcome:
+    h = _harness(lane, settings, make_sink, site)
     await h.warm()
     await h.warm("site-off")
     wire = await script(h)
@@ -73,10 +75,11 @@ async def _outcome(script: Script, lane: bool, settings: CollectSettings | None,
 
 
 async def _both(script: Script, *, settings: CollectSettings | None = None,
-                make_sink: Callable[[], MemorySink] | None = None) -> Outcome:
+                make_sink: Callable[[], MemorySink] | None = None,
+                site: SiteRecord | None = None) -> Outcome:
     """The lane's outcome, after checking that it equals the Python path's."""
-    with_lane = await _outcome(script, True, settings, make_sink)
-    without = await _outcome(script, False, settings, make_sink)
+    with_lane = await _outcome(script, True, settings, make_sink, site)
+    without = await _outcome(script, False, settings, make_sink, site)
     assert with_lane.wire == without.wire
     assert with_lane.messages == without.messages
     assert with_lane.metrics == without.metrics
@@ -213,6 +216,23 @@ async def test_a_delivery_timeout_answers_503_alike() -> None:
 
     out = await _both(script, make_sink=lambda: MemorySink(delivery_timeout_s=0.05))
     assert b"HTTP/1.1 503" in out.wire and b'"code": "delivery_timeout"' in out.wire
+
+
+async def test_a_rotated_key_verifies_until_its_grace_ends_and_then_not() -> None:
+    previous = bytes(range(100, 132))
+    grace_ends = Harness().clock.time() + 60
+    site = replace(make_site(), previous_key=previous, previous_key_expires_at=grace_ends)
+
+    async def script(h: Harness) -> bytes:
+        old = h.token(key=previous)
+        wire = await _send(h, _collect(h), _collect(h, token=old), _collect(h))
+        h.clock.advance(61)  # the previous key's grace is over; the token's window is not
+        return wire + await _send(h, _collect(h, token=old), _collect(h))
+
+    out = await _both(script, site=site)
+    assert out.wire.count(b"HTTP/1.1 204") == 4
+    assert out.wire.count(b"HTTP/1.1 403") == 1 and b'"token_invalid"' in out.wire
+    assert out.answered == 3
 
 
 # -- any sequence -------------------------------------------------------------------------------

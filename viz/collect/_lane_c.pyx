@@ -48,7 +48,7 @@ cdef class CollectLane:
 
     cdef object _route, _limited, _after_limit, _resume, _fail
     cdef object _get_nowait, _miss, _time, _signer, _ua_text_of, _sink
-    cdef dict _origins, _ua_is_bot, _ua_text, _requests
+    cdef dict _origins, _ua_is_bot, _ua_text, _requests, _signers
     cdef object _histogram, _events
     cdef bytes _ok_headers
     cdef readonly unsigned long long answered
@@ -76,6 +76,7 @@ cdef class CollectLane:
         self._histogram = metrics.delivery_seconds
         self._events = metrics.events_collect
         self._ok_headers = ok_headers
+        self._signers = {}
 
     def handle(self, request, cycle):
         """The app's ``Handler.handle``: ``POST /collect`` here, everything else by ``route``."""
@@ -120,7 +121,7 @@ cdef class CollectLane:
             self._resume(request, cycle, payload, now_s, site)
             return
         try:
-            self._signer(site, now_s).verify(payload.bid, site.tid, payload.token, now_s)
+            self._signer_for(site, now_s).verify(payload.bid, site.tid, payload.token, now_s)
         except _TOKEN_ERRORS:
             self.handed_back += 1
             self._resume(request, cycle, payload, now_s, site)
@@ -136,6 +137,24 @@ cdef class CollectLane:
                                _Delivered(self, cycle, cors, len(values), perf_counter()))
         except CollectError as err:
             self._fail(cycle, "collect", err, cors)
+
+
+    cdef object _signer_for(self, site, double now_s):
+        """``PipelineDeps.signer``'s signer for ``site``, remembered until its key set can
+        change (the previous key's grace ends). A key set can only shrink as time passes, so a
+        remembered signer never accepts a token the Python path would refuse; should the clock
+        step back into a grace period, a refused token is handed back and verified there."""
+        cdef tuple entry = self._signers.get(site.sid)
+        if entry is not None and entry[0] is site and now_s < <double>entry[2]:
+            return entry[1]
+        signer = self._signer(site, now_s)
+        expires = site.previous_key_expires_at
+        until = (<double>expires if site.previous_key is not None and expires is not None
+                 and now_s < expires else float("inf"))
+        if len(self._signers) >= 4096:
+            self._signers.clear()
+        self._signers[site.sid] = (site, signer, until)
+        return signer
 
 
 cdef class _Delivered:

@@ -41,11 +41,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from collections.abc import Callable
 from typing import Protocol
 
 import aiohttp
 
-from viz.common.clock import Clock
+from viz.common.clock import Clock, SystemClock
 from viz.common.errors import UnavailableError
 from viz.common.settings import ConfigClientSettings
 from viz.common.sites import SiteRecord, is_valid_sid
@@ -165,7 +167,9 @@ class SiteDirectory:
         if max_negative_entries is None:
             max_negative_entries = max(1, max_entries // 10)
         self._fetcher = fetcher
-        self._clock = clock
+        # Read on every lookup; SystemClock.monotonic is time.monotonic behind a Python frame.
+        self._monotonic: Callable[[], float] = (
+            time.monotonic if type(clock) is SystemClock else clock.monotonic)
         self._ttl_s = ttl_s
         self._max_stale_s = max_stale_s
         self._negative_ttl_s = negative_ttl_s
@@ -226,7 +230,7 @@ class SiteDirectory:
         "no such site". A caller that gets ``default`` awaits :meth:`get` for the answer (a sid
         that is not even valid is answered there, without a lookup). Never raises.
         """
-        now = self._clock.monotonic()
+        now = self._monotonic()
         entry = self._entries.get(sid)
         if entry is not None:
             if now < entry.expires_at:
@@ -251,7 +255,7 @@ class SiteDirectory:
         nothing. ``None`` does not distinguish "unknown" from "not cached".
         """
         entry = self._entries.get(sid)
-        if entry is not None and self._clock.monotonic() < entry.stale_until:
+        if entry is not None and self._monotonic() < entry.stale_until:
             return entry.record
         return None
 
@@ -298,7 +302,7 @@ class SiteDirectory:
             raise
         except UnavailableError:
             entry = self._entries.get(sid)
-            if entry is not None and self._clock.monotonic() < entry.stale_until:
+            if entry is not None and self._monotonic() < entry.stale_until:
                 self.stale_served += 1
                 return entry.record
             raise
@@ -336,7 +340,7 @@ class SiteDirectory:
     def _lookup_failed(self, sid: str, task: asyncio.Task[SiteRecord | None] | None,
                        exc: UnavailableError) -> None:
         self.fetch_errors += 1
-        now = self._clock.monotonic()
+        now = self._monotonic()
         entry = self._entries.get(sid) if self._inflight.get(sid) is task else None
         if entry is not None:
             entry.failures += 1
@@ -349,7 +353,7 @@ class SiteDirectory:
                         exc, self.fetch_errors, self._max_stale_s)
 
     def _store(self, sid: str, record: SiteRecord | None) -> None:
-        now = self._clock.monotonic()
+        now = self._monotonic()
         if record is None:
             self._entries.pop(sid, None)
             self._negative.pop(sid, None)
