@@ -25,6 +25,8 @@ and :class:`viz.collect.app.CollectApp` unless ``VIZ_NO_EXTENSIONS=1``:
 from bisect import bisect_left
 from time import perf_counter
 
+cimport cython
+
 from viz import _fast
 from viz.collect.errors import CollectError
 from viz.collect.metrics import DELIVERY_BUCKETS_S
@@ -157,6 +159,7 @@ cdef class CollectLane:
         return signer
 
 
+@cython.no_gc  # holds no container that could lead back to it: never part of a cycle
 cdef class _Delivered:
     """The sink's report for one lane request: the 204 and its metrics, or the error answer."""
 
@@ -226,6 +229,7 @@ if set(s for s in _request_py.SLOT_BY_NAME.values() if s) != set(_FIELDS):
     raise ImportError("viz.collect._lane_c: Request fields differ from viz.collect.request's")
 
 
+@cython.no_gc  # holds bytes, str and None only
 cdef class Request:
     """:class:`viz.collect.request.Request`, compiled: the same attributes and properties."""
 
@@ -609,6 +613,7 @@ from viz.collect.sinks import delivery_error
 _sink_log = logging.getLogger("viz.collect.sinks")
 
 
+@cython.no_gc  # its report never leads back to it
 cdef class Batch:
     """:class:`viz.collect.sinks._Batch`, compiled: the messages of one request."""
 
