@@ -2,8 +2,8 @@
 
 Every ``viz/_fast/_*_c.pyx`` becomes ``viz._fast._*_c`` (the shared compiled cores), and every
 ``viz/collect/_*_c.pyx`` becomes ``viz.collect._*_c`` (collect's own fast lane).
-``VIZ_DEBUG=1`` builds with line tracing and internal asserts; ``VIZ_NO_EXTENSIONS=1`` at build time skips compilation (the
-pure-Python twins are then used at run time).
+``VIZ_DEBUG=1`` builds with line tracing and internal asserts; ``VIZ_NO_EXTENSIONS=1`` at build
+time skips compilation (the pure-Python twins are then used at run time).
 """
 
 import os
