@@ -55,6 +55,8 @@ def _metrics(h: Harness) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]
             if sample.name.endswith(("_created", "_seconds_sum")) or (
                     sample.name.endswith("_bucket") and sample.labels.get("le") != "+Inf"):
                 continue
+            if sample.name.startswith("viz_collect_lane_"):
+                continue  # only an app with the lane has them; checked in _outcome
             out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return out
 
@@ -70,6 +72,10 @@ async def _outcome(script: Script, lane: bool, settings: CollectSettings | None,
     wire = await script(h)
     counters = h.app.lane
     assert (counters is not None) is lane
+    if counters is not None:  # what /metrics tells an operator about the lane
+        assert h.sample("viz_collect_lane_requests_total", path="lane") == counters.answered
+        assert h.sample("viz_collect_lane_requests_total",
+                        path="handed_back") == counters.handed_back
     return Outcome(wire, list(h.sink.messages), _metrics(h),
                    counters.answered if counters else 0, counters.handed_back if counters else 0)
 

@@ -112,6 +112,7 @@ class CollectApp:
             # The protocol calls ``handler.handle`` for every request: the lane's takes
             # ``POST /collect`` and hands everything else to the method below.
             self.handle = self.lane.handle  # type: ignore[method-assign]
+            self.metrics.watch_lane(self.lane)
 
     def _make_lane(self, deps: CollectDeps) -> Any:
         """The compiled ``POST /collect`` lane (``viz.collect._lane_c``), or ``None`` without

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -89,6 +90,30 @@ class CollectMetrics:
                       "Messages in the producer's local queue or awaiting a delivery report",
                       registry=self.registry)
         gauge.set_function(lambda: float(queued()))
+
+
+    def watch_lane(self, lane: Any) -> None:
+        """Export how many ``POST /collect`` requests the compiled lane answered itself and how
+        many it handed back to the Python path (``viz.collect._lane_c.CollectLane``)."""
+        self.registry.register(_LaneCollector(lane))
+
+
+class _LaneCollector(Collector):
+    def __init__(self, lane: Any) -> None:
+        self._lane = lane
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "viz_collect_lane_requests",
+            "POST /collect requests by who answered: the compiled lane itself, or the Python "
+            "path it handed them back to (every error, drop and uncached case)",
+            labels=["path"])
+        family.add_metric(["lane"], float(self._lane.answered))
+        family.add_metric(["handed_back"], float(self._lane.handed_back))
+        yield family
 
 
 class _HotCollector(Collector):

@@ -42,6 +42,7 @@ class CollectServer:
         self.deps = deps
         self.app = CollectApp(settings, deps)
         self._connection = connection_class()
+        self.compiled_connection = self._connection is not HttpProtocol
         self.state = ServerState()
         self._server: asyncio.AbstractServer | None = None
         self._date_handle: asyncio.TimerHandle | None = None
@@ -119,6 +120,9 @@ async def serve(settings: CollectSettings, *, clock: Clock | None = None,
         server = CollectServer(settings, CollectDeps(directory, sink, clock, metrics))
         await server.start()
         log.info("viz-collect listening on %s:%d", settings.http.host, server.port)
+        if server.app.lane is None or not server.compiled_connection:
+            log.warning("viz-collect runs its pure-Python request path (VIZ_NO_EXTENSIONS=1 or "
+                        "viz.collect._lane_c not built): expect about 1.4x the CPU per request")
         try:
             await stop.wait()
         finally:
