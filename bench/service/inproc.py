@@ -20,7 +20,7 @@ producer's threads then count too).
     .venv/bin/python bench/service/inproc.py --kafka --reps 5
 
 Prints the median CPU µs per request of each contestant and its per-repetition ratio to
-``python``.
+``python``, and the process's resident memory before and after the measured requests.
 """
 
 from __future__ import annotations
@@ -183,6 +183,14 @@ async def contestant(name: str, settings: CollectSettings, sink: Any,
     return run, transports, app
 
 
+def _rss_kb() -> int:
+    """This process's resident set (kB), to see that a long run does not grow it."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
 async def _ready(sink: KafkaSink) -> None:
     """Wait (at most 30 s) for the sink's first metadata answer."""
     deadline = time.monotonic() + 30
@@ -209,6 +217,7 @@ async def main(args: argparse.Namespace) -> None:
     total = args.requests
     for run, transports, _, _ in contestants.values():
         await run.go(transports, 2_000)  # warm-up: caches, allocator, the producer's batches
+    rss_before = _rss_kb()
     for _ in range(args.reps):
         for name, (run, transports, _, _) in contestants.items():
             c0 = time.process_time()
@@ -219,6 +228,8 @@ async def main(args: argparse.Namespace) -> None:
         if answered < total * args.reps:
             raise SystemExit(f"{name}: only {answered} requests answered 204")
         await sink.close()
+    print(f"process RSS after warm-up {rss_before / 1024:.1f} MiB, after "
+          f"{args.reps * total * len(contestants):,} requests {_rss_kb() / 1024:.1f} MiB")
     for name, values in per_req.items():
         ratios = [v / py for v, py in zip(values, per_req["python"], strict=True)]
         print(f"{name:>8}: {statistics.median(values):6.1f} µs/req, "
