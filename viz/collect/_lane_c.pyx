@@ -437,7 +437,9 @@ cdef class HttpConnection:
             field = _FIELD_BY_NAME.get(name.lower())
             if field is None:
                 return
-        if field:  # 0 is a known header collect skips
+        # 0 is a known header collect skips. (A header outside a message cannot happen: the
+        # check keeps a C call off a None all the same.)
+        if field and self._request is not None:
             self._request._set(<int>field, value)
 
     def on_headers_complete(self):
