@@ -12,6 +12,7 @@ block and do no I/O.
 from __future__ import annotations
 
 import base64
+import math
 import os
 import re
 import time
@@ -117,7 +118,8 @@ class PipelineDeps:
         self.clock = clock
         # Read once per request; SystemClock.time is time.time behind a Python frame.
         self.time: Callable[[], float] = time.time if type(clock) is SystemClock else clock.time
-        self._signers: dict[str, tuple[SiteRecord, int, object]] = {}
+        self._signers: dict[str, tuple[SiteRecord, float, float, object]] = {}
+        """sid -> (record, from, until, signer): the signer of the keys live in [from, until)."""
         self._ua_is_bot: dict[bytes, bool] = {}
         self._ua_text: dict[bytes, str] = {}
         self._origins: dict[tuple[bytes, str], tuple[SiteRecord, bytes | None]] = {}
@@ -125,15 +127,24 @@ class PipelineDeps:
         self._hit_counter = count()
 
     def signer(self, site: SiteRecord, now_s: float):  # -> viz._fast.TokenSigner
-        """The site's token signer, rebuilt only when its record or its live key set changes."""
-        keys = site.verification_keys(now_s)
+        """The site's token signer, rebuilt only when its record or its live key set changes.
+
+        A record's key set changes once, when a rotated-out key's grace ends: before that
+        moment it is (current, previous), from it on (current). The entry remembers the span
+        its keys are live in, so a cache hit is two comparisons (the compiled lane reads the
+        same entries) and a clock stepping back is answered right."""
         entry = self._signers.get(site.sid)
-        if entry is not None and entry[0] is site and entry[1] == len(keys):
-            return entry[2]
-        signer = _fast.TokenSigner(keys)
+        if entry is not None and entry[0] is site and entry[1] <= now_s < entry[2]:
+            return entry[3]
+        signer = _fast.TokenSigner(site.verification_keys(now_s))
+        ends = site.previous_key_expires_at
+        if site.previous_key is None or ends is None:
+            span = (-math.inf, math.inf)
+        else:
+            span = (-math.inf, ends) if now_s < ends else (ends, math.inf)
         if len(self._signers) >= _SIGNER_CACHE_MAX:
             self._signers.clear()
-        self._signers[site.sid] = (site, len(keys), signer)
+        self._signers[site.sid] = (site, *span, signer)
         return signer
 
     def cors_for(self, site: SiteRecord, origin: bytes) -> bytes | None:
