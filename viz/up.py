@@ -1,19 +1,23 @@
-"""``viz up``: the whole platform on one machine, on embedded engines, stopped in order.
+"""``viz up``: the whole platform on one machine, on embedded engines, supervised, stopped in order.
 
-Start order: engines (PostgreSQL, Redis, broker) → migrations → services. Stop order is the
-reverse, and every service finishes what it acknowledged before the engines go away: the broker
-keeps topics in memory, so it is the last thing a clean stop may end.
+Start order: engines (PostgreSQL, Redis, broker) → migrations → services. While it runs, a
+process that exits is started again with backoff (:mod:`viz.supervisor`); only a crash loop, or
+Ctrl-C, stops the platform. Stop order is the reverse of the start, and every service finishes
+what it acknowledged before the engines go away: collect stops accepting, the consumer drains
+the broker into ClickHouse and commits, and only then does the broker stop.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import secrets
 import signal
 import sys
 import threading
+import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from typing import IO
 from viz.common.settings import Env, KafkaSettings
 from viz.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, chdb_dsn
 from viz.embedded.process import ServerProcess, port_open, wait_until
+from viz.supervisor import Notice, RestartPolicy, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ class UpSettings:
     collect_port: int
     cmp_port: int
     analytics_port: int
+    consumer_port: int
+    kafka_storage: str
     start_timeout_s: float
 
     @classmethod
@@ -53,6 +60,9 @@ class UpSettings:
             collect_port=env.int("VIZ_COLLECT_PORT", 3001, min=1, max=65535),
             cmp_port=env.int("VIZ_CMP_PORT", 3003, min=1, max=65535),
             analytics_port=env.int("VIZ_ANALYTICS_PORT", 3004, min=1, max=65535),
+            consumer_port=env.int("VIZ_CONSUMER_PORT", 3006, min=1, max=65535),
+            # Durable by default: a hard kill keeps every acknowledged event (docs/decisions.md).
+            kafka_storage=env.str("VIZ_UP_KAFKA_STORAGE", "s3", choices=("s3", "memory")),
             start_timeout_s=env.float("VIZ_UP_START_TIMEOUT_S", 90.0, min=1.0),
         )
         env.done()
@@ -99,14 +109,18 @@ async def ensure_demo_site(pg_dsn: str) -> str | None:
 class Platform:
     """Owns every engine and service process of one ``viz up``."""
 
-    def __init__(self, settings: UpSettings, *, out: IO[str] = sys.stdout) -> None:
+    def __init__(self, settings: UpSettings, *, out: IO[str] = sys.stdout,
+                 policy: RestartPolicy | None = None) -> None:
         self.settings = settings
         self.out = out
         data = settings.data_dir
         self.pg = EmbeddedPostgres(data / "postgres", port=settings.pg_port, host=settings.host)
         self.redis = EmbeddedRedis(data / "redis", port=settings.redis_port, host=settings.host)
-        self.kafka = EmbeddedKafka(data / "kafka", port=settings.kafka_port, host=settings.host)
+        self.kafka = EmbeddedKafka(data / "kafka", port=settings.kafka_port, host=settings.host,
+                                   storage="s3" if settings.kafka_storage == "s3" else "memory")
         self.services: list[ServerProcess] = []
+        self.supervisor = Supervisor(policy)
+        self._env: dict[str, str] = {}
         self._stop = threading.Event()
 
     def _say(self, text: str) -> None:
@@ -126,6 +140,8 @@ class Platform:
             "VIZ_COLLECT_PORT": str(s.collect_port),
             "VIZ_ANALYTICS_HOST": s.host,
             "VIZ_ANALYTICS_PORT": str(s.analytics_port),
+            "VIZ_CONSUMER_HOST": s.host,
+            "VIZ_CONSUMER_PORT": str(s.consumer_port),
             "VIZ_CMP_HOST": s.host,
             "VIZ_CMP_PORT": str(s.cmp_port),
             "VIZ_PUBLIC_COLLECT_URL": f"http://{s.host}:{s.collect_port}",
@@ -135,22 +151,31 @@ class Platform:
             **secret_values,
         }
 
-    def _check_ports_free(self) -> None:
+    def _check_ports_free(self, settle_s: float = 10.0) -> None:
         s = self.settings
-        busy = [f"{name} port {port}" for name, port in
-                (("postgres", s.pg_port), ("redis", s.redis_port), ("kafka", s.kafka_port),
-                 ("viz-config", s.config_port), ("viz-collect", s.collect_port),
-                 ("viz-cmp", s.cmp_port),
-                 ("viz-analytics", s.analytics_port)) if port_open(s.host, port)]
+
+        def busy_ports() -> list[str]:
+            return [f"{name} port {port}" for name, port in
+                    (("postgres", s.pg_port), ("redis", s.redis_port), ("kafka", s.kafka_port),
+                     ("viz-config", s.config_port), ("viz-collect", s.collect_port),
+                     ("viz-cmp", s.cmp_port), ("viz-analytics", s.analytics_port),
+                     ("viz-consumer", s.consumer_port)) if port_open(s.host, port)]
+
+        # Processes of a `viz up` killed a moment ago may still be exiting: give them a moment.
+        busy = busy_ports()
+        deadline = time.monotonic() + settle_s
+        while busy and time.monotonic() < deadline:
+            time.sleep(0.2)
+            busy = busy_ports()
         if busy:
             raise RuntimeError("already in use: " + ", ".join(busy)
                                + " (another `viz up`? set VIZ_UP_*_PORT / VIZ_*_PORT)")
 
-    def _start_service(self, name: str, env: dict[str, str], port: int) -> None:
+    def _start_service(self, name: str, port: int) -> None:
         proc = ServerProcess(
             f"viz-{name}", [sys.executable, "-m", "viz", "serve", name],
             log_path=self.settings.data_dir / "logs" / f"{name}.log",
-            stop_signal=signal.SIGTERM, env={**os.environ, **env},
+            stop_signal=signal.SIGTERM, env={**os.environ, **self._env},
         )
         proc.start()
         self.services.append(proc)
@@ -169,6 +194,20 @@ class Platform:
         except (TimeoutError, RuntimeError):
             self._say(f"viz-{name} failed to start; last log lines:\n{proc.tail_log()}")
             raise
+        # From here on a restart does not wait for health: the supervisor keeps watching.
+        self.supervisor.add(proc.name, proc.start, proc.running, now=time.monotonic())
+
+    def _kafka_running(self) -> bool:
+        seaweedfs = self.kafka.seaweedfs
+        return self.kafka.running() and (seaweedfs is None or seaweedfs.running())
+
+    def _restart_kafka(self) -> None:
+        from viz.migrations.kafka import ensure_topics
+
+        self.kafka.stop()  # whichever of broker and storage still runs: both start together
+        self.kafka.start()
+        # An in-memory broker comes back empty: the topics must exist before anyone produces.
+        ensure_topics(KafkaSettings.read(Env(self._env)))
 
     def start(self) -> None:
         import asyncio
@@ -183,42 +222,51 @@ class Platform:
         secret_values = load_or_create_secrets(s.data_dir / "secrets.env")
 
         self._say(f"viz up: data in {s.data_dir}")
+        now = time.monotonic
         self.pg.start()
+        self.supervisor.add("postgres", self.pg.start, self.pg.running, now=now())
         self._say(f"  postgres    {self.pg.dsn}")
         self.redis.start()
+        self.supervisor.add("redis", self.redis.start, self.redis.running, now=now())
         self._say(f"  redis       {self.redis.url}")
         self.kafka.start()
-        self._say(f"  kafka       {self.kafka.bootstrap} (in memory: drained before it stops)")
+        self.supervisor.add("kafka", self._restart_kafka, self._kafka_running, now=now())
+        durability = ("durable: SeaweedFS under " + str(s.data_dir / "kafka")
+                      if s.kafka_storage == "s3" else "in memory: drained before it stops")
+        self._say(f"  kafka       {self.kafka.bootstrap} ({durability})")
 
         applied = asyncio.run(migrate_postgres(self.pg.dsn))
-        env = self._service_env(secret_values)
-        topics = ensure_topics(KafkaSettings.read(Env(env)))
+        self._env = self._service_env(secret_values)
+        topics = ensure_topics(KafkaSettings.read(Env(self._env)))
         self._say(f"  migrations  {len(applied)} applied, {len(topics)} topic(s) created")
 
-        public_env = {k: v for k, v in env.items() if k not in secret_values}
+        public_env = {k: v for k, v in self._env.items() if k not in secret_values}
         (s.data_dir / "run" / "services.env").write_text(
             "".join(f"{k}={v}\n" for k, v in public_env.items()))
 
-        self._start_service("config", env, s.config_port)
+        self._start_service("config", s.config_port)
         self._say(f"  viz-config     http://{s.host}:{s.config_port}  (admin API: /admin, "
                   f"bearer tokens in {s.data_dir / 'secrets.env'})")
         demo = asyncio.run(ensure_demo_site(self.pg.dsn))
         if demo:
             self._say(f"  demo site      '{demo}' created (domains: localhost, 127.0.0.1)")
-        self._start_service("cmp", env, s.cmp_port)
+        self._start_service("cmp", s.cmp_port)
         self._say(f"  viz-cmp        http://{s.host}:{s.cmp_port}")
         # chDB lets one process open the engine: consumer and analytics share it.
-        self._start_service("warehouse", env, s.analytics_port)
+        self._start_service("warehouse", s.analytics_port)
         self._say(f"  viz-analytics  http://{s.host}:{s.analytics_port}  "
-                  f"(+ viz-consumer, ClickHouse in {s.data_dir / 'clickhouse'})")
-        self._start_service("collect", env, s.collect_port)
+                  f"(ClickHouse in {s.data_dir / 'clickhouse'})")
+        self._say(f"  viz-consumer   http://{s.host}:{s.consumer_port}/readyz  "
+                  "(in the same process as viz-analytics)")
+        self._start_service("collect", s.collect_port)
         self._say(f"  viz-collect    http://{s.host}:{s.collect_port}")
         self._say(f"  demo page      http://{s.host}:{s.config_port}/demo/{DEMO_SID}")
         self._say(f"  logs        {s.data_dir / 'logs'}")
         self._say("viz up: ready. Ctrl-C stops everything (data stays for the next start).")
 
     def stop(self) -> None:
-        """Services first (they flush what they acknowledged), then the engines."""
+        """Services first (collect stops accepting, the warehouse drains the broker into
+        ClickHouse and commits), then the engines."""
         for proc in reversed(self.services):
             # Longer than the warehouse's drain (120 s): it is never killed mid-drain.
             proc.stop(timeout_s=180)
@@ -226,6 +274,48 @@ class Platform:
         self.kafka.stop()
         self.redis.stop()
         self.pg.stop()
+
+    def _report(self, notice: Notice) -> None:
+        if notice.kind == "gave_up":
+            self._say(f"viz up: {notice.child} keeps crashing ({notice.detail}); "
+                      "stopping the platform in order")
+        elif notice.kind == "restarted":
+            self._say(f"viz up: {notice.child} restarted")
+        else:
+            what = "exited" if notice.kind == "exited" else f"failed to start ({notice.detail})"
+            if notice.child == "kafka" and self.settings.kafka_storage == "memory":
+                what += "; its in-memory topics are gone (VIZ_UP_KAFKA_STORAGE=memory)"
+            self._say(f"viz up: {notice.child} {what}; restarting in {notice.delay_s:.0f} s "
+                      f"(logs in {self.settings.data_dir / 'logs'})")
+
+    def pids(self) -> dict[str, int]:
+        """Every engine and service process running now, by name."""
+        seaweedfs = self.kafka.seaweedfs
+        found = {"postgres": self.pg.pid, "redis": self.redis.pid,
+                 "kafka": self.kafka.broker_pid,
+                 "seaweedfs": seaweedfs.pid if seaweedfs is not None else None,
+                 **{proc.name: proc.pid for proc in self.services}}
+        return {name: pid for name, pid in found.items() if pid is not None}
+
+    def _write_pids(self) -> None:
+        """``run/pids.json``: what runs now (for operators and the fault tests)."""
+        path = self.settings.data_dir / "run" / "pids.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.pids(), indent=1, sort_keys=True))
+        tmp.replace(path)
+
+    def supervise(self) -> int:
+        """Until Ctrl-C or SIGTERM (0) or a crash loop (1): restart what exits."""
+        self._write_pids()
+        while not self._stop.wait(0.5):
+            notices = self.supervisor.check(time.monotonic())
+            for notice in notices:
+                self._report(notice)
+                if notice.kind == "gave_up":
+                    return 1
+            if notices:
+                self._write_pids()
+        return 0
 
     def run(self) -> int:
         lock_path = self.settings.data_dir / "run" / "up.lock"
@@ -241,12 +331,7 @@ class Platform:
             code = 0
             try:
                 self.start()
-                while not self._stop.wait(0.5):
-                    dead = [p.name for p in self.services if not p.running()]
-                    if dead:
-                        self._say(f"viz up: {', '.join(dead)} exited; stopping everything")
-                        code = 1
-                        break
+                code = self.supervise()
             except Exception as exc:
                 self._say(f"viz up: {exc}")
                 code = 1

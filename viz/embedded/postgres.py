@@ -81,8 +81,31 @@ class EmbeddedPostgres:
             check=True, capture_output=True, user=self.user,
         )
 
+    def _wait_for_previous_server(self, timeout_s: float) -> None:
+        """A server killed a moment ago (a hard kill of ``viz up``) may still be exiting; its
+        ``postmaster.pid`` makes a new one refuse to start until that process is gone."""
+        try:
+            pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+            return False
+
+        try:
+            wait_until(gone, timeout_s=timeout_s, what=f"the previous postgres (pid {pid})")
+        except TimeoutError:
+            pass  # a live process of that pid: let postgres itself decide whether it is its own
+
     def start(self, timeout_s: float = 60.0) -> None:
         self._initdb()
+        self._wait_for_previous_server(timeout_s=10.0)
         argv = [str(_bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
                 "-h", self.host, "-k", str(self.data_dir),
                 "-c", "max_connections=200", "-c", "shared_buffers=64MB"]
@@ -110,3 +133,8 @@ class EmbeddedPostgres:
 
     def running(self) -> bool:
         return self._server is not None and self._server.running()
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (fault tests and ``viz up``'s pid file)."""
+        return self._server.pid if self._server is not None and self._server.running() else None

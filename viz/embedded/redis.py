@@ -44,3 +44,8 @@ class EmbeddedRedis:
 
     def running(self) -> bool:
         return self._server is not None and self._server.running()
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (fault tests and ``viz up``'s pid file)."""
+        return self._server.pid if self._server is not None and self._server.running() else None
