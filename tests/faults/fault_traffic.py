@@ -249,8 +249,8 @@ class TrackerTraffic:
 
 
 def count_events(data_dir: Path, *, sid: str = "demo") -> dict[str, int]:
-    """Rows per event id in a stopped `viz up`'s ClickHouse (chDB opens one path per process,
-    so a child process reads it)."""
+    """Rows per tracker event id in a stopped `viz up`'s ClickHouse (chDB opens one path per
+    process, so a child process reads it)."""
     script = (
         "import json, sys, clickhouse_connect\n"
         "c = clickhouse_connect.get_client(dsn='chdb://' + sys.argv[1])\n"
@@ -260,5 +260,7 @@ def count_events(data_dir: Path, *, sid: str = "demo") -> dict[str, int]:
     )
     out = subprocess.run([sys.executable, "-c", script, str(data_dir / "clickhouse"), sid],
                          capture_output=True, text=True, timeout=300, check=True)
-    counts: dict[str, int] = json.loads(out.stdout)
-    return counts
+    counts: Counter[str] = Counter()
+    for eid, n in json.loads(out.stdout).items():
+        counts[eid.rpartition(":")[2]] += n  # the warehouse's id is "sid:bid:id"
+    return dict(counts)
