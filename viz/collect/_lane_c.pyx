@@ -663,6 +663,11 @@ cdef class Sender:
         self._inflight = inflight
         self._time = time
 
+    def use(self, producer):
+        """Produce through ``producer`` from now on (the sink recreated its producer)."""
+        self._producer = producer
+        self._produce = producer.produce
+
     def send_to(self, bytes key, values, report):
         cdef Py_ssize_t count = len(values)
         cdef Batch batch

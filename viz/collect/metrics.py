@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from viz.collect.errors import ALL_ERRORS
@@ -92,6 +97,11 @@ class CollectMetrics:
         gauge.set_function(lambda: float(queued()))
 
 
+    def watch_producer(self, sink: Any) -> None:
+        """Export how often the Kafka sink replaced its producer, by reason (``sink.recreated``,
+        see :class:`viz.collect.sinks.KafkaSink`), and whether it is recovering from that."""
+        self.registry.register(_ProducerCollector(sink))
+
     def watch_lane(self, lane: Any) -> None:
         """Export how many ``POST /collect`` requests the compiled lane answered itself and how
         many it handed back to the Python path (``viz.collect._lane_c.CollectLane``)."""
@@ -114,6 +124,28 @@ class _LaneCollector(Collector):
         family.add_metric(["lane"], float(self._lane.answered))
         family.add_metric(["handed_back"], float(self._lane.handed_back))
         yield family
+
+
+class _ProducerCollector(Collector):
+    def __init__(self, sink: Any) -> None:
+        self._sink = sink
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(
+            "viz_collect_producer_recreated",
+            "Kafka producers replaced because they could no longer deliver, by reason "
+            "(fatal: a fatal librdkafka error; poll_error: poll raised anything else)",
+            labels=["reason"])
+        for reason, count in sorted(self._sink.recreated.items()):
+            family.add_metric([reason], float(count))
+        yield family
+        yield GaugeMetricFamily(
+            "viz_collect_producer_recovering",
+            "1 while a recreated producer has not delivered anything yet (/readyz says 503)",
+            value=float(self._sink.recovering))
 
 
 class _HotCollector(Collector):

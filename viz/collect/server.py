@@ -117,6 +117,7 @@ async def serve(settings: CollectSettings, *, clock: Clock | None = None,
     async with aiohttp.ClientSession() as session:
         directory = SiteDirectory.from_settings(settings.config_client, session, clock)
         metrics.watch(directory, sink.queued)
+        metrics.watch_producer(sink)
         server = CollectServer(settings, CollectDeps(directory, sink, clock, metrics))
         await server.start()
         log.info("viz-collect listening on %s:%d", settings.http.host, server.port)

@@ -34,6 +34,16 @@ log = logging.getLogger(__name__)
 _POLL_INTERVAL_S = 0.001
 """Delivery reports are served this often while anything is in flight (never when idle)."""
 
+RECREATE_REASONS = ("fatal", "poll_error")
+"""Why :class:`KafkaSink` replaced its producer: librdkafka raised or reported a fatal error,
+or ``poll`` raised something else (the producer is then in a state nobody can reason about)."""
+
+_RECREATE_MIN_INTERVAL_S = 1.0
+"""A producer that fails again at once is not replaced more often than this."""
+
+_CANARY_KEY = b"viz-collect-canary"
+_CANARY_HEADERS = [("viz-canary", b"producer-recreated")]
+
 Report = Callable[[CollectError | None], None]
 """Told a request's outcome by :meth:`Sink.send_to`: ``None`` once every value is acknowledged,
 else the error."""
@@ -64,7 +74,8 @@ class Sink(Protocol):
         ...
 
     def ready(self) -> bool:
-        """Cached answer to "is the broker reachable?"; cheap, never blocks."""
+        """Cached answer to "can a send succeed now?" (the broker answers, and the producer
+        is not one recreated that has not delivered yet); cheap, never blocks."""
         ...
 
     def queued(self) -> int:
@@ -146,12 +157,23 @@ def delivery_error(err: KafkaError) -> CollectError:
 
 
 def producer_config(kafka: KafkaSettings, producer: ProducerSettings) -> dict[str, Any]:
-    """librdkafka settings of collect's producer (see SPEC §5)."""
+    """librdkafka settings of collect's producer (see SPEC §5 and docs/decisions.md, "collect
+    produces at least once")."""
     return {
         "bootstrap.servers": kafka.bootstrap,
         "client.id": "viz-collect",
-        "enable.idempotence": True,
+        # At least once, so that a success report always means "appended": an idempotent
+        # producer bumps its epoch by itself after every delivery timeout, Tansu fences each
+        # new epoch, and once the 16-bit epoch wrapped to the one Tansu knew it took new batches
+        # for duplicates and answered success without storing them (issue 11). Without
+        # idempotence no broker answer means "already have it". A retried batch can be stored
+        # twice; the consumer drops repeated event ids (tracker retries make them anyway).
+        "enable.idempotence": False,
         "acks": "all",
+        # librdkafka's default without idempotence is 1,000,000. Five (the idempotent cap we
+        # had) keeps pipelining; only a retried batch can land after a later one, and nothing
+        # downstream reads order from offsets (events carry their own timestamps).
+        "max.in.flight.requests.per.connection": 5,
         # Same placement as the Java client: all events of a site land in one partition.
         "partitioner": "murmur2_random",
         "compression.type": producer.compression,
@@ -170,18 +192,26 @@ class KafkaSink:
     callbacks report to their requests on the loop thread (no threads, no locks) and an idle
     process does no work. Deadlines are checked on the same tick: all requests share one timeout, so
     the oldest batch is always the first to expire.
+
+    A producer that can no longer deliver (a fatal librdkafka error, or ``poll`` raising) is
+    replaced: every request in flight is answered :class:`DeliveryFailed` (503, the tracker
+    resends), :attr:`recreated` counts it by reason, one line is logged, and :meth:`ready` is
+    false until the new producer delivered something (a request's events, or a canary message
+    to the dead-letter topic that the readiness probe sends when no request does).
     """
 
     def __init__(self, kafka: KafkaSettings, settings: ProducerSettings,
                  *, producer: Producer | None = None, compiled: bool = True) -> None:
         self._topic = kafka.topic_raw
+        self._canary_topic = kafka.topic_dlq
         self._settings = settings
+        self._config = producer_config(kafka, settings)
         self._max_messages = settings.max_queue_messages
         self._timeout_s = settings.delivery_timeout_s
+        self._generation = 0
+        """Bumped by every recreation; an old producer's error callbacks carry a stale one."""
         # (not ``producer or ...``: a Producer with an empty queue is falsy, it has __len__)
-        self._producer = producer if producer is not None else Producer(
-            {**producer_config(kafka, settings), "error_cb": self._on_error,
-             "logger": logging.getLogger("viz.collect.kafka")})
+        self._producer = producer if producer is not None else self._new_producer()
         self._inflight: deque[_Batch] = deque()
         self._tick_handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -189,6 +219,17 @@ class KafkaSink:
         self._ready = False
         self._last_error: str | None = None
         self._compiled = compiled and not NO_EXTENSIONS
+        self._sender: Any = None
+        self._direct_send: Callable[[bytes, Sequence[bytes], Report], None] | None = None
+        """What :meth:`send_to` is outside a recovery (the compiled Sender's, or the method)."""
+        self.recreated = dict.fromkeys(RECREATE_REASONS, 0)
+        """Producer recreations by reason (exported as viz_collect_producer_recreated_total)."""
+        self._recovering = False
+        self._canary_pending = False
+        self._recreate_handle: asyncio.TimerHandle | None = None
+        self._last_recreate = float("-inf")
+        self._disposals: set[asyncio.Future[None]] = set()
+        self._closing = False
 
     # -- Sink ---------------------------------------------------------------------------------
 
@@ -233,7 +274,17 @@ class KafkaSink:
             self._tick_handle = loop.call_later(_POLL_INTERVAL_S, self._tick)
 
     def ready(self) -> bool:
-        return self._ready
+        return self._ready and not self._recovering
+
+    @property
+    def producer(self) -> Producer:
+        """The producer in use now (a recreation replaces it)."""
+        return self._producer
+
+    @property
+    def recovering(self) -> bool:
+        """The producer was recreated and has not delivered anything yet."""
+        return self._recovering
 
     def queued(self) -> int:
         return len(self._producer)
@@ -243,10 +294,16 @@ class KafkaSink:
         sender = self._compiled_sender()
         if sender is not None:
             # The compiled twin of send_to (and of _Batch), bound to this sink's queue.
+            self._sender = sender
             self.send_to = sender.send_to  # type: ignore[method-assign]
+        self._direct_send = self.send_to
         self._probe_task = asyncio.create_task(self._probe(), name="viz-collect-kafka-probe")
 
     async def close(self) -> None:
+        self._closing = True
+        if self._recreate_handle is not None:
+            self._recreate_handle.cancel()
+            self._recreate_handle = None
         if self._probe_task is not None:
             self._probe_task.cancel()
             await asyncio.gather(self._probe_task, return_exceptions=True)
@@ -255,7 +312,11 @@ class KafkaSink:
         # Delivery callbacks must run on this thread (they complete loop futures), so flush by
         # polling here instead of handing ``flush`` to an executor thread.
         while len(self._producer) > 0 and loop.time() < deadline:
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except Exception:
+                log.exception("kafka producer failed while flushing")
+                break
             self._expire(loop.time())
             await asyncio.sleep(0)
         left = len(self._producer)
@@ -264,14 +325,23 @@ class KafkaSink:
             # that already got a 503 (the tracker resends them).
             log.error("kafka sink closed with %d message(s) not delivered", left)
             self._producer.purge(in_queue=True, in_flight=True)
-            self._producer.poll(0)
+            try:
+                self._producer.poll(0)
+            except Exception:
+                log.exception("kafka producer failed while purging")
         self._expire(float("inf"))
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+        await asyncio.gather(*self._disposals, return_exceptions=True)
         self._producer.close()
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _new_producer(self) -> Producer:
+        return Producer({**self._config,
+                         "error_cb": partial(self._on_error, self._generation),
+                         "logger": logging.getLogger("viz.collect.kafka")})
 
     def _compiled_sender(self) -> Any:
         """``viz.collect._lane_c.Sender`` for this sink, or ``None`` (``compiled=False``,
@@ -296,7 +366,7 @@ class KafkaSink:
 
     def _tick(self) -> None:
         self._tick_handle = None
-        self._producer.poll(0)
+        self._poll()
         self._expire(self._loop.time())  # type: ignore[union-attr]
         if self._inflight:
             self._tick_handle = self._loop.call_later(  # type: ignore[union-attr]
@@ -314,10 +384,99 @@ class KafkaSink:
             else:
                 break
 
-    def _on_error(self, err: KafkaError) -> None:
+    def _poll(self) -> None:
+        """Serve the producer's callbacks. Nothing escapes to the loop's timer callback: if
+        ``poll`` raises (confluent-kafka raises librdkafka's fatal errors there), the producer
+        is replaced."""
+        try:
+            self._producer.poll(0)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            fatal = isinstance(err, KafkaError) and err.fatal()
+            self._recreate_soon("fatal" if fatal else "poll_error", str(exc))
+        except Exception as exc:  # a callback of ours raised: the producer's state is unknown
+            self._recreate_soon("poll_error", repr(exc))
+
+    def _recreate_soon(self, reason: str, detail: str) -> None:
+        """Replace the producer from the loop (never from inside its ``poll``), at most once
+        per :data:`_RECREATE_MIN_INTERVAL_S`."""
+        loop = self._loop
+        if loop is None or self._closing or self._recreate_handle is not None:
+            return
+        at = max(loop.time(), self._last_recreate + _RECREATE_MIN_INTERVAL_S)
+        self._recreate_handle = loop.call_at(at, self._recreate, reason, detail)
+
+    def _recreate(self, reason: str, detail: str) -> None:
+        self._recreate_handle = None
+        loop = self._loop
+        if loop is None or self._closing:
+            return
+        old = self._producer
+        self._generation += 1
+        self._last_recreate = loop.time()
+        self.recreated[reason] += 1
+        self._producer = self._new_producer()
+        if self._sender is not None:
+            self._sender.use(self._producer)
+        self._recovering = True
+        self._canary_pending = False
+        self.send_to = self._send_watched  # type: ignore[method-assign]
+        # Switched first: a report below may start the next pipelined request's send.
+        batches = [batch for batch in self._inflight if batch.report is not None]
+        self._inflight.clear()
+        log.error("kafka producer recreated (%s: %s); %d request(s) in flight answered 503, "
+                  "not ready until the new producer delivers", reason, detail, len(batches))
+        error = DeliveryFailed("the Kafka producer was recreated")
+        for batch in batches:
+            batch.expire(error)
+        # Every batch of the old producer is told, so its last callbacks (served by purge and
+        # close, off the loop) change nothing.
+        disposal = loop.run_in_executor(None, _dispose, old)
+        del old  # the executor holds the last reference (see _dispose)
+        self._disposals.add(disposal)
+        disposal.add_done_callback(self._disposals.discard)
+
+    def _send_watched(self, key: bytes, values: Sequence[bytes], report: Report) -> None:
+        """:meth:`send_to` while a recreated producer has not delivered yet."""
+        self._direct_send(key, values, partial(self._watch, report))  # type: ignore[misc]
+
+    def _watch(self, report: Report, outcome: CollectError | None) -> None:
+        if outcome is None:
+            self._recovered("a request's events")
+        report(outcome)
+
+    def _recovered(self, what: str) -> None:
+        if self._recovering:
+            self._recovering = False
+            self.send_to = self._direct_send  # type: ignore[assignment]
+            log.warning("kafka producer delivers again after its recreation (%s)", what)
+
+    def _send_canary(self) -> None:
+        """One message to the dead-letter topic when no request proved the recreated producer:
+        behind a load balancer that honours /readyz, no request would ever come."""
+        generation = self._generation
+
+        def delivered(err: KafkaError | None, msg: Any) -> None:
+            if generation == self._generation:
+                self._canary_pending = False
+                if err is None:
+                    self._recovered("a canary message")
+
+        try:
+            self._producer.produce(self._canary_topic, b"", _CANARY_KEY,
+                                   headers=_CANARY_HEADERS, on_delivery=delivered)
+        except (BufferError, KafkaException):
+            return
+        self._canary_pending = True
+
+    def _on_error(self, generation: int, err: KafkaError) -> None:
         # Called from poll() on the loop thread. librdkafka retries by itself; this only
-        # feeds /readyz and one log line per distinct problem.
+        # feeds /readyz and one log line per distinct problem, except a fatal error.
+        if generation != self._generation:
+            return  # a replaced producer's, on its way out
         text = err.str()
+        if err.fatal():
+            self._recreate_soon("fatal", text)
         if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT,
                           KafkaError._RESOLVE) or err.fatal():
             self._ready = False
@@ -340,8 +499,22 @@ class KafkaSink:
             if ok and not self._ready:
                 self._last_error = None
             self._ready = ok
-            self._producer.poll(0)  # serve error callbacks even when no request is in flight
+            if ok and self._recovering and not self._canary_pending:
+                self._send_canary()
+            self._poll()  # serve error callbacks even when no request is in flight
             await asyncio.sleep(interval)
+
+
+def _dispose(producer: Producer) -> None:
+    """Purge a replaced producer, in an executor thread. It is not closed here: the readiness
+    probe may still be inside its ``list_topics`` in another thread, and the last reference to
+    go (this thread's or the probe's, never the loop's) destroys it."""
+    try:
+        producer.purge(in_queue=True, in_flight=True, blocking=False)
+        producer.poll(0)
+    except Exception:
+        # A fatal producer raises its error again from poll; it was logged when it was replaced.
+        log.debug("purging a replaced kafka producer failed", exc_info=True)
 
 
 class MemorySink:
