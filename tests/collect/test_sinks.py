@@ -183,8 +183,10 @@ def test_producer_settings_follow_the_spec() -> None:
     settings = make_settings(VIZ_COLLECT_COMPRESSION="zstd", VIZ_COLLECT_LINGER_MS="3",
                              VIZ_COLLECT_DELIVERY_TIMEOUT_S="4")
     config = producer_config(settings.kafka, settings.producer)
-    assert config["enable.idempotence"] is True
+    # At least once (docs/decisions.md): a success report must always mean "appended".
+    assert config["enable.idempotence"] is False
     assert config["acks"] == "all"
+    assert config["max.in.flight.requests.per.connection"] == 5
     assert config["partitioner"] == "murmur2_random"
     assert config["compression.type"] == "zstd"
     assert config["linger.ms"] == 3

@@ -42,7 +42,7 @@ _RECREATE_MIN_INTERVAL_S = 1.0
 """A producer that fails again at once is not replaced more often than this."""
 
 _CANARY_KEY = b"viz-collect-canary"
-_CANARY_HEADERS = [("viz-canary", b"producer-recreated")]
+_CANARY_HEADERS: list[tuple[str, str | bytes | None]] = [("viz-canary", b"producer-recreated")]
 
 Report = Callable[[CollectError | None], None]
 """Told a request's outcome by :meth:`Sink.send_to`: ``None`` once every value is acknowledged,
