@@ -429,8 +429,8 @@ class KafkaSink:
         error = DeliveryFailed("the Kafka producer was recreated")
         for batch in batches:
             batch.expire(error)
-        # Every batch of the old producer is told, so its last callbacks (served by purge and
-        # close, off the loop) change nothing.
+        # Every batch of the old producer is told, so its last callbacks (served by the purge,
+        # off the loop) change nothing.
         disposal = loop.run_in_executor(None, _dispose, old)
         del old  # the executor holds the last reference (see _dispose)
         self._disposals.add(disposal)
