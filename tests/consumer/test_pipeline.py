@@ -49,7 +49,9 @@ def settings(kafka_bootstrap: str, clickhouse_dsn: str, ch_database: str,
         kafka=kafka, clickhouse=ClickHouseSettings(dsn=clickhouse_dsn, database=ch_database),
         group_id=f"viz-consumer-{suffix}", batch_max_events=100, flush_interval_s=0.3,
         session_timeout_ms=6000, retry_initial_s=0.05, retry_max_s=0.2,
-        seen_ids_per_partition=10_000, retention_days=400, log_level="INFO")
+        seen_ids_per_partition=10_000, retention_days=400, log_level="INFO",
+        # The golden events are from 2026-11-29: warm the duplicate filter with all of them.
+        dedup_horizon_s=10 * 365 * 86_400.0)
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes]) -> None:

@@ -22,7 +22,8 @@ def _rows(batch: int, n: int = 10) -> list[list[Any]]:
 
 def test_applies_from_empty_then_reruns_as_a_no_op(clickhouse_client: Any, ch_database: str) -> None:
     assert migrate_clickhouse(clickhouse_client, ch_database) == [
-        "0001_traffic", "0002_site_hourly", "0003_rollups_uniq_combined"]
+        "0001_traffic", "0002_site_hourly", "0003_rollups_uniq_combined",
+        "0004_consumer_ranges_topic_id"]
     assert migrate_clickhouse(clickhouse_client, ch_database) == []
     tables = {row[0] for row in clickhouse_client.query(
         "SELECT name FROM system.tables WHERE database = {db:String}",
@@ -71,7 +72,8 @@ def test_the_rollup_rebuild_backfills_what_traffic_already_held(
         clickhouse_client.insert(f"{ch_database}.traffic", _rows(batch), column_names=COLUMNS,
                                  settings={"insert_deduplication_token": f"raw-0-{batch}", **DEDUP})
     monkeypatch.setattr(migrations, "load_migrations", lambda: every)
-    assert migrate_clickhouse(clickhouse_client, ch_database) == ["0003_rollups_uniq_combined"]
+    assert migrate_clickhouse(clickhouse_client, ch_database) == [
+        "0003_rollups_uniq_combined", "0004_consumer_ranges_topic_id"]
     # Rows inserted before the rebuild count once; rows inserted after it flow through the views.
     clickhouse_client.insert(f"{ch_database}.traffic", _rows(2), column_names=COLUMNS,
                              settings={"insert_deduplication_token": "raw-0-2", **DEDUP})
@@ -95,3 +97,26 @@ def test_refuses_a_migration_edited_after_it_was_applied(
 def test_rejects_a_database_name_that_is_not_an_identifier(clickhouse_client: Any) -> None:
     with pytest.raises(MigrationError, match="invalid ClickHouse database name"):
         migrate_clickhouse(clickhouse_client, "viz; DROP TABLE x")
+
+
+def test_the_ranges_table_created_by_an_older_consumer_gains_the_topic_id(
+        clickhouse_client: Any, ch_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from viz.migrations import clickhouse as migrations
+
+    every = migrations.load_migrations()
+    monkeypatch.setattr(migrations, "load_migrations", lambda: every[:3])
+    migrate_clickhouse(clickhouse_client, ch_database)
+    # The table as consumers before 0004 created it, holding one range in flight.
+    clickhouse_client.command(
+        f"CREATE TABLE {ch_database}.consumer_ranges (topic String, partition UInt32, "
+        "first_offset Int64, last_offset Int64, recorded_ns UInt64) "
+        "ENGINE = ReplacingMergeTree(recorded_ns) ORDER BY (topic, partition)")
+    clickhouse_client.command(f"INSERT INTO {ch_database}.consumer_ranges VALUES ('raw', 3, 10, 19, 1)")
+    monkeypatch.setattr(migrations, "load_migrations", lambda: every)
+    assert migrate_clickhouse(clickhouse_client, ch_database) == ["0004_consumer_ranges_topic_id"]
+
+    from viz.consumer.writer import ClickHouseWriter, RecordedRange
+
+    writer = ClickHouseWriter(clickhouse_client, ch_database)
+    writer.ensure_state_table()  # what build_loop does: a no-op on the migrated table
+    assert writer.recorded_range("raw", 3) == RecordedRange("", 10, 19)

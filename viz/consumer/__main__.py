@@ -7,11 +7,11 @@ import signal
 import threading
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry
-
 from viz.common.clock import SystemClock
 from viz.common.gctune import tune_gc
 from viz.common.logging import setup_logging
+from viz.common.web import METRICS_KEY
+from viz.consumer.ops import OpsThread, attach_health, create_ops_app
 from viz.consumer.runner import build_loop
 from viz.consumer.settings import ConsumerSettings
 from viz.migrations.clickhouse import migrate_clickhouse
@@ -32,8 +32,15 @@ def run(environ: Mapping[str, str]) -> None:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    loop = build_loop(settings, client, clock=SystemClock(), registry=CollectorRegistry())
+    ops = create_ops_app()
+    loop = build_loop(settings, client, clock=SystemClock(), registry=ops[METRICS_KEY])
+    attach_health(ops, loop.health)
+    ops_thread = OpsThread(ops, settings.http.host, settings.http.port)
+    ops_thread.start()
     tune_gc()
     log.info("viz-consumer: group %s on %s", settings.group_id, settings.kafka.topic_raw)
-    loop.run(stop)
+    try:
+        loop.run(stop)
+    finally:
+        ops_thread.stop()
     log.info("viz-consumer: stopped")

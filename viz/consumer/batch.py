@@ -2,7 +2,8 @@
 
 A batch is flushed when it holds ``max_events`` rows, when it is ``flush_interval_s`` old, or,
 when it replays a range recorded before a crash, exactly when it reaches that range's end, so
-the replay rebuilds the identical batch (same offsets, same deduplication token).
+the replay rebuilds the identical batch (same offsets, same deduplication token). Offsets name
+a message only within one incarnation of the topic, so the token also carries the topic's id.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class Batch:
     last_offset: int = -1
     rows: list[list[Any]] = field(default_factory=list)
     replay_until: int | None = None  # last offset of a recorded range being rebuilt
+    # Kafka's id of this incarnation of the topic ("" when the broker has none, and for a range
+    # recorded before ranges carried one: those are rebuilt with the token they were written with).
+    topic_id: str = ""
 
     def add_offset(self, offset: int) -> None:
         """Every consumed offset belongs to the range, whether it yields a row or not."""
@@ -33,8 +37,14 @@ class Batch:
 
     @property
     def token(self) -> str:
-        """The insert deduplication token: a function of the offset range only."""
-        return f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}"
+        """The insert deduplication token: the offset range within this topic incarnation.
+
+        A new broker or a recreated topic starts at offset 0 again; without the id its first
+        batches would match the previous incarnation's tokens and ClickHouse would drop them."""
+        if not self.topic_id:
+            return f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}"
+        return (f"{self.topic}@{self.topic_id}:{self.partition}:"
+                f"{self.first_offset}-{self.last_offset}")
 
     def ready(self, now: float, max_events: int, flush_interval_s: float) -> bool:
         if self.empty:
@@ -71,3 +81,11 @@ class SeenIds:
         self._next = i + 1 if i + 1 < self.capacity else 0
         ids.add(event_id)
         return False
+
+    def warm(self, event_ids: list[str]) -> None:
+        """Remember ``event_ids`` (oldest first), as if they had just been seen."""
+        for event_id in event_ids:
+            self.seen(event_id)
+
+    def __len__(self) -> int:
+        return len(self._ids)

@@ -3,18 +3,22 @@
 Offsets are committed only after ClickHouse confirmed the insert. ClickHouse trouble pauses
 every assigned partition and retries with capped backoff, committing nothing; a poison message
 goes to the dead-letter topic and its partition keeps flowing; a rebalance abandons uncommitted
-batches (the next owner replays them from the recorded range).
+batches (the next owner replays them from the recorded range). The loop watches itself: a group
+that stops consuming (no assignment, never steady again, no progress over unread data) gets a
+new Kafka consumer, and :meth:`ConsumerLoop.health` says whether it is consuming.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from viz._fast.envelope import decode_row
 from viz._fast.errors import EnvelopeError, UnknownVersion
@@ -22,12 +26,24 @@ from viz.common.clock import Clock
 from viz.consumer.batch import Batch, SeenIds
 from viz.consumer.enrich import agent_columns, attribution_columns
 from viz.consumer.settings import ConsumerSettings
-from viz.consumer.writer import ClickHouseWriter, WriteError
+from viz.consumer.writer import ClickHouseWriter, RecordedRange, WriteError
 
 log = logging.getLogger(__name__)
 
 FaultHook = Callable[[str], None]
 """Called at ``before_record``, ``before_insert`` and ``before_commit`` (crash tests)."""
+
+ConsumerFactory = Callable[[Mapping[str, Any]], Any]
+"""Makes a Kafka consumer from extra configuration (the loop's callbacks); called at start and
+whenever the loop replaces a consumer that stopped consuming."""
+
+TopicIdLookup = Callable[[str], str]
+"""Kafka's id of a topic's current incarnation ("" when the broker has none); raises when the
+broker cannot be asked. Blocks for at most a few seconds."""
+
+STATS_INTERVAL_MS = 2000
+_MAX_RECREATE_BACKOFF_S = 300.0
+_DRAIN_IDLE_S = 5.0  # the drain ends after this long without a message while data is unread
 
 
 class Metrics:
@@ -44,6 +60,24 @@ class Metrics:
                                       "Failed ClickHouse writes (retried)", registry=registry)
         self.flush_seconds = Histogram("viz_consumer_flush_seconds",
                                        "Time to write and commit one batch", registry=registry)
+        self.rebalances = Counter("viz_consumer_rebalances_total",
+                                  "Partitions assigned, revoked or lost", ["kind"],
+                                  registry=registry)
+        self.recreated = Counter("viz_consumer_recreated_total",
+                                 "Kafka consumers replaced because the group stopped consuming",
+                                 ["reason"], registry=registry)
+        self.kafka_errors = Counter("viz_consumer_kafka_errors_total",
+                                    "Errors reported by the Kafka client", ["code"],
+                                    registry=registry)
+        self.foreign_ranges = Counter(
+            "viz_consumer_foreign_ranges_total",
+            "Recorded ranges ignored because another incarnation of the topic wrote them",
+            registry=registry)
+        self.warmed_ids = Counter("viz_consumer_warmed_ids_total",
+                                  "Event ids read back from ClickHouse into the duplicate filter",
+                                  registry=registry)
+        self.lag = Gauge("viz_consumer_lag", "Messages not yet consumed, per assigned partition "
+                         "(librdkafka statistics, every 2 s)", ["partition"], registry=registry)
 
 
 class DeadLetters:
@@ -84,9 +118,10 @@ def event_row(msg_value: bytes, partition: int, offset: int) -> tuple[str, list[
 class ConsumerLoop:
     def __init__(self, settings: ConsumerSettings, consumer: Any, writer: ClickHouseWriter,
                  dead_letters: DeadLetters, *, clock: Clock, registry: CollectorRegistry,
-                 fault: FaultHook | None = None, poll_timeout_s: float = 0.2) -> None:
+                 fault: FaultHook | None = None, poll_timeout_s: float = 0.2,
+                 consumer_factory: ConsumerFactory | None = None,
+                 topic_id: TopicIdLookup | None = None) -> None:
         self.settings = settings
-        self.consumer = consumer
         self.writer = writer
         self.dead_letters = dead_letters
         self.clock = clock
@@ -94,18 +129,109 @@ class ConsumerLoop:
         self.fault = fault or (lambda _point: None)
         self.poll_timeout_s = poll_timeout_s
         self.topic = settings.kafka.topic_raw
+        self._factory = consumer_factory
+        self._lookup_topic_id = topic_id or (lambda _topic: "")
+        self._generation = 0
+        self.consumer = consumer if consumer is not None or consumer_factory is None \
+            else self._new_consumer()
         self._batches: dict[int, Batch] = {}
         self._seen: dict[int, SeenIds] = {}
-        self._replay: dict[int, int] = {}
+        self._replay: dict[int, RecordedRange] = {}
         self._assigned: set[int] = set()
         self._unchecked: set[int] = set()  # partitions whose recorded range is not read yet
         self._paused = False
         self._retry_at = 0.0
         self._backoff_s = settings.retry_initial_s
+        self._topic_id: str | None = None  # the incarnation the assigned partitions belong to
+        self._check_at = 0.0  # no partition check before (the broker failed the last one)
+        self._unread_check_at = 0.0
+        self._stalled: str | None = None  # why an idle loop is not just caught up
+        self._check_error = ""
+        # Health, read by the ops endpoints from another thread (plain attributes, GIL-safe).
+        now = clock.monotonic()
+        self._started_at = now
+        self._last_progress = now  # a message consumed, or confirmed caught up
+        self._last_write: float | None = None
+        self._group_state = ""  # librdkafka's cgrp join_state, from the statistics
+        self._lag: dict[int, int] = {}
+        self._fatal: str | None = None
+        self._ever_consumed = False
+        self._not_consuming_since: float | None = now
+        self._not_consuming_reason = "no partitions assigned"
+        self._recreate_after_s = settings.stall_timeout_s
+        self._watched_at = 0.0
+        registry_gauges(self, registry)
 
-    # -- rebalance callbacks (run inside consume(), on this thread) --
+    # -- the Kafka consumer and its callbacks (all run inside consume(), on this thread) --
+
+    def _new_consumer(self) -> Any:
+        assert self._factory is not None, "no consumer factory to build a consumer with"
+        self._generation += 1
+        generation = self._generation
+
+        # Statistics and errors of a replaced consumer (closed in the background) are ignored.
+        def on_stats(raw: str) -> None:
+            if generation == self._generation:
+                self._on_stats(raw)
+
+        def on_error(err: KafkaError) -> None:
+            if generation == self._generation:
+                self._on_error(err)
+
+        return self._factory({"statistics.interval.ms": STATS_INTERVAL_MS,
+                              "stats_cb": on_stats, "error_cb": on_error})
+
+    def _on_stats(self, raw: str) -> None:
+        try:
+            stats = json.loads(raw)
+        except ValueError:
+            return
+        group = stats.get("cgrp", {})
+        state = str(group.get("join_state", ""))
+        if self._assigned and not int(group.get("assignment_size", 0)) and state != "steady":
+            # Taken before the assignment this loop already holds (statistics are queued and
+            # served after the rebalance callback): not news about the group.
+            state = ""
+        self._group_state = state
+        partitions = stats.get("topics", {}).get(self.topic, {}).get("partitions", {})
+        lag: dict[int, int] = {}
+        for key, part in partitions.items():
+            p = int(key)
+            if p < 0 or p not in self._assigned:
+                continue
+            high = int(part.get("hi_offset", -1))
+            position = int(part.get("app_offset", -1))
+            if position < 0:
+                position = int(part.get("committed_offset", -1))
+            if high >= 0 and position >= 0:
+                lag[p] = max(high - position, 0)
+        for p in set(self._lag) - set(lag):
+            self._forget_lag(p)
+        for p, behind in lag.items():
+            self.metrics.lag.labels(str(p)).set(behind)
+        self._lag = lag
+
+    def _forget_lag(self, p: int) -> None:
+        self._lag.pop(p, None)
+        try:
+            self.metrics.lag.remove(str(p))
+        except KeyError:
+            pass
+
+    def _on_error(self, err: KafkaError) -> None:
+        self.metrics.kafka_errors.labels(err.name()).inc()
+        if err.fatal():
+            log.error("kafka consumer fatal error: %s; the consumer will be recreated", err)
+            self._fatal = str(err)
+        else:
+            log.warning("kafka consumer error: %s", err)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return
+        log.info("assigned partitions %s of %s", sorted(tp.partition for tp in partitions),
+                 self.topic)
+        self.metrics.rebalances.labels("assigned").inc(len(partitions))
         for tp in partitions:
             self._assigned.add(tp.partition)
             self._unchecked.add(tp.partition)
@@ -113,62 +239,181 @@ class ConsumerLoop:
         # here (instead of letting the client do it after the callback) makes the pause stick.
         consumer.assign(partitions)
         consumer.pause(partitions)
+        self._last_progress = self.clock.monotonic()
+        self._group_state = ""  # until statistics taken after this assignment say otherwise
         self._check_ranges()
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            p = tp.partition
+        if consumer is not self.consumer:
+            return
+        log.info("partitions %s of %s revoked", sorted(tp.partition for tp in partitions),
+                 self.topic)
+        self.metrics.rebalances.labels("revoked").inc(len(partitions))
+        self._forget([tp.partition for tp in partitions])
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return
+        # The group went on without us (session timeout, broker stall): another member may own
+        # these partitions already; our uncommitted batches are its to replay or re-read.
+        log.warning("partitions %s of %s lost (the group session expired); rejoining",
+                    sorted(tp.partition for tp in partitions), self.topic)
+        self.metrics.rebalances.labels("lost").inc(len(partitions))
+        self._forget([tp.partition for tp in partitions])
+
+    def _forget(self, partitions: list[int]) -> None:
+        for p in partitions:
             batch = self._batches.pop(p, None)
             if batch is not None and not batch.empty:
-                log.info("partition %d revoked: abandoning uncommitted offsets %d-%d",
-                         p, batch.first_offset, batch.last_offset)
+                log.info("partition %d: abandoning uncommitted offsets %d-%d (%d events)",
+                         p, batch.first_offset, batch.last_offset, len(batch.rows))
             self._seen.pop(p, None)
             self._replay.pop(p, None)
             self._assigned.discard(p)
             self._unchecked.discard(p)
+            self._forget_lag(p)
 
-    def _check_ranges(self) -> None:
+    # -- what each newly assigned partition needs before it is consumed --
+
+    def _check_ranges(self) -> bool:
+        """Read the incarnation, the recorded ranges and the recent ids of the unchecked
+        partitions, then resume them. On failure they stay paused and this runs again: after
+        the ClickHouse backoff when ClickHouse failed (counted as a write failure, like a
+        flush), after a second when the broker did."""
         if not self._unchecked:
-            return
-        checked = []
-        for p in sorted(self._unchecked):
-            try:
+            return True
+        pending = sorted(self._unchecked)
+        try:
+            topic_id = self._lookup_topic_id(self.topic)
+        except Exception as exc:
+            self._check_failed(f"cannot read the id of topic {self.topic}: {exc}")
+            return False
+        if topic_id != self._topic_id:
+            if not topic_id:
+                log.warning("the broker gives topic %s no id: ranges recorded by another "
+                            "incarnation of the topic cannot be told apart", self.topic)
+            elif self._topic_id:
+                log.warning("topic %s is a new incarnation (id %s, was %s): its offsets start "
+                            "again", self.topic, topic_id, self._topic_id)
+            else:
+                log.info("topic %s has id %s", self.topic, topic_id)
+            self._topic_id = topic_id
+        replays: dict[int, RecordedRange] = {}
+        try:
+            for p in pending:
                 recorded = self.writer.recorded_range(self.topic, p)
-            except WriteError as exc:
-                log.warning("cannot read recorded ranges yet: %s", exc)
-                return
-            if recorded is not None:
-                committed = self.consumer.committed([TopicPartition(self.topic, p)], timeout=10)
-                position = committed[0].offset if committed else -1
-                first, last = recorded
-                if last >= max(position, 0) and (position < 0 or first >= position):
-                    # Crashed between recording and committing: rebuild that exact range.
-                    self._replay[p] = last
-                    log.info("partition %d: replaying recorded range %d-%d", p, first, last)
-            checked.append(p)
-        self._unchecked.difference_update(checked)
-        if checked and not self._paused:
-            self.consumer.resume([TopicPartition(self.topic, p) for p in checked])
+                if recorded is not None:
+                    replay = self._replay_of(p, recorded, topic_id)
+                    if replay is not None:
+                        replays[p] = replay
+            started = time.perf_counter()
+            warm = self._recent_ids(pending, replays)
+        except WriteError as exc:
+            self.metrics.write_failures.inc()
+            self._pause(exc)
+            return False
+        except KafkaException as exc:
+            self._check_failed(f"cannot read committed offsets: {exc}")
+            return False
+        self._check_error = ""
+        warmed = 0
+        for p in pending:
+            seen = self._seen[p] = SeenIds(self.settings.seen_ids_per_partition)
+            seen.warm(warm.get(p, []))
+            warmed += len(seen)
+            if p in replays:
+                self._replay[p] = replays[p]
+                log.info("partition %d: replaying recorded range %d-%d", p, replays[p].first,
+                         replays[p].last)
+        if warm:
+            self.metrics.warmed_ids.inc(warmed)
+            log.info("partitions %s: duplicate filter warmed with %d event ids from ClickHouse "
+                     "in %.0f ms", pending, warmed, (time.perf_counter() - started) * 1000)
+        self._unchecked.difference_update(pending)
+        if not self._paused:
+            self.consumer.resume([TopicPartition(self.topic, p) for p in pending])
+        return True
+
+    def _check_failed(self, error: str) -> None:
+        if error != self._check_error:
+            log.warning("newly assigned partitions wait: %s", error)
+        self._check_error = error
+        self._check_at = self.clock.monotonic() + 1.0
+
+    def _replay_of(self, p: int, recorded: RecordedRange, topic_id: str) -> RecordedRange | None:
+        """The recorded range to rebuild before anything else of partition ``p``, if any."""
+        first, last = recorded.first, recorded.last
+        if topic_id and recorded.topic_id and recorded.topic_id != topic_id:
+            log.warning("partition %d: recorded range %d-%d belongs to another incarnation of "
+                        "%s (topic id %s, now %s): ignored, not replayed", p, first, last,
+                        self.topic, recorded.topic_id, topic_id)
+            self.metrics.foreign_ranges.inc()
+            return None
+        committed = self.consumer.committed([TopicPartition(self.topic, p)], timeout=5)
+        position = committed[0].offset if committed else -1
+        if topic_id and not recorded.topic_id and position < 0:
+            # Recorded before ranges carried ids, and this group never committed here: the
+            # topic was most likely recreated since; replaying would hold back new events.
+            log.warning("partition %d: recorded range %d-%d predates topic ids and the group "
+                        "has no offset in topic id %s: taken for another incarnation, ignored",
+                        p, first, last, topic_id)
+            self.metrics.foreign_ranges.inc()
+            return None
+        if last >= max(position, 0) and (position < 0 or first >= position):
+            # Crashed between recording and committing: rebuild that exact range.
+            return recorded
+        return None
+
+    def _recent_ids(self, partitions: list[int],
+                    replays: dict[int, RecordedRange]) -> dict[int, list[str]]:
+        horizon_s = self.settings.dedup_horizon_s
+        if horizon_s <= 0 or self.settings.seen_ids_per_partition <= 0:
+            return {}
+        since_ms = int((self.clock.time() - horizon_s) * 1000)
+        return self.writer.recent_ids(partitions, since_ms, self.settings.seen_ids_per_partition,
+                                      {p: (r.first, r.last) for p, r in replays.items()})
 
     # -- the loop --
 
     def subscribe(self) -> None:
         self.consumer.subscribe([self.topic], on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
 
     def run(self, stop: threading.Event, *, drain_timeout_s: float = 0.0) -> None:
-        """Loop until ``stop``; then, for up to ``drain_timeout_s``, keep consuming until every
-        assigned partition is caught up (``viz up`` drains its in-memory broker this way)."""
+        """Loop until ``stop``; then drain (see :meth:`drain`) and shut down."""
         self.subscribe()
         while not stop.is_set():
             self.step()
-        deadline = self.clock.monotonic() + drain_timeout_s
+        self.drain(drain_timeout_s)
+        self.shutdown()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Keep consuming, for up to ``timeout_s``, until every assigned partition is caught up
+        (``viz up`` drains its in-memory broker this way); True when it is.
+
+        Ends early, with a warning, when the Kafka side is not delivering (no partitions, group
+        not steady) or nothing was consumed for a few seconds while data is unread: waiting out
+        the timeout would not get that data into ClickHouse either."""
+        now = self.clock.monotonic()
+        deadline = now + timeout_s
+        self._last_progress = max(self._last_progress, now)
         while self.clock.monotonic() < deadline:
             # An empty poll as well: some brokers (the embedded Tansu) report a high watermark
             # one batch short, so "position >= high" alone could stop before the last batch.
-            if self.step() == 0 and self.caught_up():
-                break
-        self.shutdown()
+            if self.step() == 0:
+                if self.caught_up():
+                    return True
+                now = self.clock.monotonic()
+                reason = self._kafka_trouble()
+                if reason is None and now - self._last_progress >= _DRAIN_IDLE_S:
+                    reason = f"nothing consumed for {now - self._last_progress:.0f} s"
+                if reason is not None and not self._unchecked and not self._paused:
+                    log.warning("drain stopped early: %s; what is left is consumed after the "
+                                "next start", reason)
+                    return False
+        if timeout_s > 0:
+            log.warning("drain not finished after %.0f s", timeout_s)
+        return False
 
     def caught_up(self) -> bool:
         """True when nothing is left to consume on any assigned partition."""
@@ -177,7 +422,7 @@ class ConsumerLoop:
         for p in self._assigned:
             tp = TopicPartition(self.topic, p)
             try:
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1, cached=False)
                 position = self.consumer.position([tp])[0].offset
             except KafkaException:
                 return False
@@ -188,13 +433,21 @@ class ConsumerLoop:
     def step(self) -> int:
         """One poll and whatever flushes are due; returns how many messages the poll brought.
 
-        Never raises for data or ClickHouse trouble."""
-        messages = self.consumer.consume(self.settings.batch_max_events, self.poll_timeout_s)
+        Never raises for data, Kafka or ClickHouse trouble."""
+        try:
+            messages = self.consumer.consume(self.settings.batch_max_events, self.poll_timeout_s)
+        except KafkaException as exc:
+            log.error("kafka consume failed: %s", exc)
+            self._fatal = str(exc)
+            messages = []
         self._take(messages)
         now = self.clock.monotonic()
-        if self._unchecked:
-            self._check_ranges()
+        if messages:
+            self._last_progress = now
+        self._watch(now)
         if self._paused and now < self._retry_at:
+            return len(messages)
+        if self._unchecked and now >= self._check_at and not self._check_ranges():
             return len(messages)
         for batch in list(self._batches.values()):
             if self._paused or batch.ready(now, self.settings.batch_max_events,
@@ -217,8 +470,7 @@ class ConsumerLoop:
             p, offset = msg.partition() or 0, msg.offset() or 0
             batch = batches.get(p)
             if batch is None:
-                batch = batches[p] = Batch(self.topic, p, self.clock.monotonic(),
-                                           replay_until=self._replay.pop(p, None))
+                batch = batches[p] = self._new_batch(p)
             batch.add_offset(offset)
             try:
                 row = decode_row(msg.value() or b"", p, offset, agent_columns,
@@ -237,6 +489,14 @@ class ConsumerLoop:
                 continue
             batch.rows.append(row)
 
+    def _new_batch(self, p: int) -> Batch:
+        replay = self._replay.pop(p, None)
+        if replay is not None:
+            # Rebuilt with the id it was recorded with ("" before ids): the same token.
+            return Batch(self.topic, p, self.clock.monotonic(), replay_until=replay.last,
+                         topic_id=replay.topic_id)
+        return Batch(self.topic, p, self.clock.monotonic(), topic_id=self._topic_id or "")
+
     def _dead_letter(self, msg: Message, reason: str) -> None:
         self.dead_letters.send(msg, reason)
         self.metrics.dead_letters.labels(reason.partition(":")[0]).inc()
@@ -254,6 +514,7 @@ class ConsumerLoop:
                 self.metrics.write_failures.inc()
                 self._pause(exc)
                 return False
+            self._last_write = self.clock.monotonic()
             try:
                 self.consumer.commit(offsets=[TopicPartition(batch.topic, batch.partition,
                                                              batch.last_offset + 1)],
@@ -285,6 +546,138 @@ class ConsumerLoop:
         if ready:
             self.consumer.resume(ready)
 
+    # -- watching itself --
+
+    def _kafka_trouble(self) -> str | None:
+        """Why the Kafka side is not delivering, or None (ClickHouse pauses are not counted)."""
+        if self._fatal is not None:
+            return f"fatal error: {self._fatal}"
+        if not self._assigned:
+            return "no partitions assigned"
+        if self._group_state and self._group_state != "steady":
+            return f"group not steady ({self._group_state})"
+        return None
+
+    def _not_consuming(self, now: float) -> str | None:
+        """Why the loop is not consuming right now, or None when it is (or is idle, caught up).
+
+        The reasons are fixed phrases: a change of reason is logged."""
+        reason = self._kafka_trouble()
+        if reason is not None:
+            return reason
+        if self._paused:
+            return "paused: ClickHouse writes failing"
+        if self._unchecked:
+            return "waiting to check newly assigned partitions"
+        if now - self._last_progress < self.settings.stall_timeout_s:
+            self._stalled = None
+            return None
+        # Nothing consumed for a while: idle, or stuck over unread data? A consumer that does
+        # not fetch does not learn the high watermarks either, so ask the broker.
+        if now >= self._unread_check_at:
+            self._unread_check_at = now + self.settings.stall_timeout_s / 3
+            unread = self._unread()
+            if unread == 0:
+                self._last_progress = now
+                self._stalled = None
+                return None
+            stalled = ("no progress: the broker does not answer" if unread is None
+                       else "no progress while messages are unread")
+            if stalled != self._stalled:
+                log.info("%s (%s unread, nothing consumed for %.0f s)", stalled,
+                         "?" if unread is None else unread, now - self._last_progress)
+            self._stalled = stalled
+        return self._stalled
+
+    def _unread(self) -> int | None:
+        """Messages on the broker past this loop's position, summed over the assigned
+        partitions; None when the broker does not answer (blocks up to a second per partition)."""
+        tps = [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
+        try:
+            positions = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
+            unknown = [TopicPartition(self.topic, p) for p, at in positions.items() if at < 0]
+            if unknown:
+                for tp in self.consumer.committed(unknown, timeout=2):
+                    positions[tp.partition] = tp.offset
+            unread = 0
+            for p, at in positions.items():
+                low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=1, cached=False)
+                unread += max(high - max(at, low), 0)
+        except KafkaException:
+            return None
+        return unread
+
+    def _watch(self, now: float) -> None:
+        """Log every change between consuming and not; replace a consumer that stays stuck."""
+        if now - self._watched_at < 0.5 and self._fatal is None:
+            return
+        self._watched_at = now
+        reason = self._not_consuming(now)
+        if reason is None:
+            if self._not_consuming_since is not None:
+                log.info("consuming %s (partitions %s)%s", self.topic, sorted(self._assigned),
+                         "" if not self._ever_consumed else
+                         f" again after {now - self._not_consuming_since:.1f} s")
+            self._not_consuming_since = None
+            self._ever_consumed = True
+            self._recreate_after_s = self.settings.stall_timeout_s
+            return
+        if self._not_consuming_since is None:
+            self._not_consuming_since = now
+            log.warning("not consuming %s: %s", self.topic, reason)
+        elif reason != self._not_consuming_reason:
+            log.warning("still not consuming %s: %s", self.topic, reason)
+        self._not_consuming_reason = reason
+        kafka_side = self._kafka_trouble() is not None or self._stalled is not None
+        if self._factory is None or not kafka_side:
+            return
+        if self._fatal is not None or now - self._not_consuming_since >= self._recreate_after_s:
+            self._recreate(reason)
+
+    def _recreate(self, reason: str) -> None:
+        """Leave the stuck consumer behind (uncommitted batches are read again; a recorded
+        range is replayed by the range check) and join the group with a new one."""
+        log.warning("recreating the Kafka consumer of %s: %s", self.topic, reason)
+        self.metrics.recreated.labels("fatal" if self._fatal else "stalled").inc()
+        self._forget(sorted(self._assigned))
+        old = self.consumer
+        self._fatal = None
+        self._stalled = None
+        self._group_state = ""
+        self.consumer = self._new_consumer()
+        self._paused = False
+        self._backoff_s = self.settings.retry_initial_s
+        # Closing leaves the group, which can wait on a broker that does not answer: in the
+        # background, its callbacks ignored (they check which consumer they belong to).
+        threading.Thread(target=_close_quietly, args=(old,), name="viz-consumer-close",
+                         daemon=True).start()
+        self.subscribe()
+        now = self.clock.monotonic()
+        self._not_consuming_since = now
+        self._last_progress = now
+        self._recreate_after_s = min(self._recreate_after_s * 2, _MAX_RECREATE_BACKOFF_S)
+
+    def health(self) -> dict[str, Any]:
+        """A snapshot for /readyz and /metrics (called from another thread)."""
+        now = self.clock.monotonic()
+        since = self._not_consuming_since
+        consuming = since is None
+        ready = self._ever_consumed and (
+            consuming or (since is not None and now - since < self.settings.unready_after_s))
+        return {
+            "consuming": consuming,
+            "ready": ready,
+            "reason": None if consuming else self._not_consuming_reason,
+            "not_consuming_s": 0.0 if since is None else round(now - since, 1),
+            "assigned": sorted(self._assigned),
+            "since_progress_s": round(now - self._last_progress, 1),
+            "since_write_s": None if self._last_write is None
+            else round(now - self._last_write, 1),
+            "lag": sum(self._lag.values()),
+            "topic_id": self._topic_id,
+        }
+
     def shutdown(self, attempts: int = 3) -> None:
         """Flush what can be flushed, commit it, leave the group."""
         for _ in range(attempts):
@@ -300,6 +693,31 @@ class ConsumerLoop:
         self.consumer.close()
 
 
+def _close_quietly(consumer: Any) -> None:
+    try:
+        consumer.close()
+    except Exception as exc:  # the consumer is abandoned either way
+        log.info("closing the replaced Kafka consumer: %s", exc)
+
+
+def registry_gauges(loop: ConsumerLoop, registry: CollectorRegistry) -> None:
+    """Gauges computed when scraped, from the loop's own state."""
+    def since(value: float | None) -> float:
+        now = loop.clock.monotonic()
+        return now - (value if value is not None else loop._started_at)
+
+    Gauge("viz_consumer_consuming", "1 while partitions are assigned and consumed",
+          registry=registry).set_function(lambda: 0.0 if loop._not_consuming_since else 1.0)
+    Gauge("viz_consumer_assigned_partitions", "Partitions assigned to this consumer",
+          registry=registry).set_function(lambda: float(len(loop._assigned)))
+    Gauge("viz_consumer_seconds_since_progress",
+          "Seconds since a message was consumed or the consumer was caught up",
+          registry=registry).set_function(lambda: since(loop._last_progress))
+    Gauge("viz_consumer_seconds_since_write",
+          "Seconds since the last successful ClickHouse write (since start when none)",
+          registry=registry).set_function(lambda: since(loop._last_write))
+
+
 def kafka_consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka.bootstrap,
@@ -312,6 +730,25 @@ def kafka_consumer_config(settings: ConsumerSettings) -> dict[str, Any]:
     }
 
 
+def topic_id_lookup(bootstrap: str) -> TopicIdLookup:
+    """Kafka's topic id through the admin API (Kafka ≥ 2.8, Tansu); "" when the broker
+    answers with the all-zero id (it has none)."""
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def lookup(topic: str) -> str:
+        future = admin.describe_topics(TopicCollection([topic]), request_timeout=5)[topic]
+        found = future.result(timeout=6).topic_id
+        if found is None or (found.get_most_significant_bits() == 0
+                             and found.get_least_significant_bits() == 0):
+            return ""
+        return str(found)
+
+    return lookup
+
+
 def build_loop(settings: ConsumerSettings, client: Any, *, clock: Clock,
                registry: CollectorRegistry, fault: FaultHook | None = None,
                lock: threading.Lock | None = None) -> ConsumerLoop:
@@ -322,6 +759,9 @@ def build_loop(settings: ConsumerSettings, client: Any, *, clock: Clock,
     writer.ensure_state_table()
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap,
                          "enable.idempotence": True, "acks": "all"})
-    return ConsumerLoop(settings, Consumer(kafka_consumer_config(settings)), writer,
+    config = kafka_consumer_config(settings)
+    return ConsumerLoop(settings, None, writer,
                         DeadLetters(producer, settings.kafka.topic_dlq), clock=clock,
-                        registry=registry, fault=fault)
+                        registry=registry, fault=fault,
+                        consumer_factory=lambda extra: Consumer({**config, **extra}),
+                        topic_id=topic_id_lookup(settings.kafka.bootstrap))

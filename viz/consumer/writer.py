@@ -11,11 +11,22 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 from viz._fast.native import native_block
 from viz.common.errors import UnavailableError
 from viz.consumer.batch import Batch
+
+
+@dataclass(frozen=True)
+class RecordedRange:
+    """The last range recorded for a partition; ``topic_id`` "" for a range recorded before
+    ranges carried the topic's id (migration 0004)."""
+
+    topic_id: str
+    first: int
+    last: int
 
 COLUMNS = (
     "event_id", "site_id", "tenant_id", "ts", "client_ts", "event_type", "path", "title",
@@ -27,8 +38,8 @@ COLUMNS = (
 
 # Replayed blocks must also be dropped by the views fed from `traffic`, or they double.
 _INSERT_SETTINGS = {"deduplicate_blocks_in_dependent_materialized_views": 1}
-_RANGE_COLUMNS = ("topic", "partition", "first_offset", "last_offset", "recorded_ns")
-_RANGE_TYPES = ("String", "UInt32", "Int64", "Int64", "UInt64")  # as created below
+_RANGE_COLUMNS = ("topic", "topic_id", "partition", "first_offset", "last_offset", "recorded_ns")
+_RANGE_TYPES = ("String", "String", "UInt32", "Int64", "Int64", "UInt64")  # as created below
 
 
 class WriteError(UnavailableError):
@@ -47,26 +58,67 @@ class ClickHouseWriter:
         self._traffic_types: list[str] | None = None
 
     def ensure_state_table(self) -> None:
+        """The ranges table as migration 0004 leaves it (for a database never migrated; an
+        existing table is upgraded by the migration, not here)."""
         with self._lock:
             self.client.command(
                 f"CREATE TABLE IF NOT EXISTS {self.database}.consumer_ranges "
-                "(topic String, partition UInt32, first_offset Int64, last_offset Int64, "
-                "recorded_ns UInt64) ENGINE = ReplacingMergeTree(recorded_ns) "
+                "(topic String, topic_id String DEFAULT '', partition UInt32, first_offset Int64, "
+                "last_offset Int64, recorded_ns UInt64) ENGINE = ReplacingMergeTree(recorded_ns) "
                 "ORDER BY (topic, partition)"
             )
 
-    def recorded_range(self, topic: str, partition: int) -> tuple[int, int] | None:
-        """The last range recorded for a partition, or None when it never had one."""
+    def recorded_range(self, topic: str, partition: int) -> RecordedRange | None:
+        """The last range recorded for a partition (any incarnation), or None if it never had one.
+
+        One row per (topic, partition): only the latest range can be in flight, whichever
+        incarnation of the topic wrote it; the caller compares its ``topic_id``."""
         try:
             with self._lock:
                 rows = self.client.query(
-                    f"SELECT first_offset, last_offset FROM {self.database}.consumer_ranges FINAL "
+                    f"SELECT topic_id, first_offset, last_offset "
+                    f"FROM {self.database}.consumer_ranges FINAL "
                     "WHERE topic = {t:String} AND partition = {p:UInt32}",
                     parameters={"t": topic, "p": partition},
                 ).result_rows
         except Exception as exc:
             raise WriteError(f"reading consumer ranges failed: {type(exc).__name__}") from exc
-        return (int(rows[0][0]), int(rows[0][1])) if rows else None
+        if not rows:
+            return None
+        return RecordedRange(str(rows[0][0]), int(rows[0][1]), int(rows[0][2]))
+
+    def recent_ids(self, partitions: list[int], since_ms: int, limit: int,
+                   skip: dict[int, tuple[int, int]]) -> dict[int, list[str]]:
+        """Event ids stored from each Kafka partition since ``since_ms``, at most ``limit`` per
+        partition, the most recent ones, oldest first (to warm the duplicate filter).
+
+        ``skip`` maps a partition to an offset range whose rows are left out: a range about to
+        be replayed must be rebuilt from the same filter state it was first built with, which
+        did not hold its own ids."""
+        if not partitions or limit <= 0:
+            return {}
+        params: dict[str, Any] = {"ps": partitions, "since": since_ms, "n": limit}
+        skipped = ""
+        for i, (p, (first, last)) in enumerate(sorted(skip.items())):
+            skipped += (f" AND NOT (kafka_partition = {{sp{i}:UInt16}} AND kafka_offset "
+                        f"BETWEEN {{sf{i}:UInt64}} AND {{sl{i}:UInt64}})")
+            params.update({f"sp{i}": p, f"sf{i}": max(first, 0), f"sl{i}": max(last, 0)})
+        try:
+            with self._lock:
+                rows = self.client.query(
+                    f"SELECT kafka_partition, event_id FROM {self.database}.traffic "
+                    "WHERE kafka_partition IN {ps:Array(UInt16)} "
+                    "AND ts >= fromUnixTimestamp64Milli({since:Int64})" + skipped +
+                    " ORDER BY ts DESC LIMIT {n:UInt32} BY kafka_partition",
+                    parameters=params,
+                ).result_rows
+        except Exception as exc:
+            raise WriteError(f"reading recent event ids failed: {type(exc).__name__}: "
+                             f"{str(exc)[:200]}") from exc
+        found: dict[int, list[str]] = {p: [] for p in partitions}
+        for partition, event_id in reversed(rows):
+            found[int(partition)].append(str(event_id))
+        return found
 
     def _column_types(self) -> list[str]:
         """The ``traffic`` types of COLUMNS, read once (call under the lock)."""
@@ -84,8 +136,8 @@ class ClickHouseWriter:
                 types = self._column_types() if batch.rows else []
                 self.client.insert(
                     f"{self.database}.consumer_ranges",
-                    [[batch.topic, batch.partition, batch.first_offset, batch.last_offset,
-                      recorded_ns]],
+                    [[batch.topic, batch.topic_id, batch.partition, batch.first_offset,
+                      batch.last_offset, recorded_ns]],
                     column_names=_RANGE_COLUMNS, column_type_names=_RANGE_TYPES,
                     settings={"insert_deduplicate": 0},
                 )

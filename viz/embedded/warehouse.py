@@ -3,6 +3,7 @@
 chDB allows one process to open a database path, so in the single-machine mode (`viz up`,
 ``VIZ_CLICKHOUSE_DSN=chdb://…``) everything that reads or writes ClickHouse shares one engine
 here, serialised by one lock. Against a ClickHouse server each runs as its own service instead.
+The consumer's ops endpoints are served on their own port (``VIZ_CONSUMER_HOST``/``_PORT``).
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import threading
 from collections.abc import Mapping
 
 import uvloop
-from prometheus_client import CollectorRegistry
 
 from viz.analytics.app import create_app
 from viz.analytics.settings import AnalyticsSettings
 from viz.common.clock import SystemClock
 from viz.common.gctune import tune_gc
 from viz.common.logging import setup_logging
-from viz.common.web import serve_app
+from viz.common.web import METRICS_KEY, serve_app
+from viz.consumer.ops import attach_health, create_ops_app, start_ops_site
 from viz.consumer.runner import build_loop
 from viz.consumer.settings import ConsumerSettings
 from viz.migrations.clickhouse import migrate_clickhouse
@@ -40,8 +41,10 @@ def run(environ: Mapping[str, str]) -> None:
     migrate_clickhouse(client, consumer_settings.clickhouse.database,
                        retention_days=consumer_settings.retention_days)
     lock = threading.Lock()
+    ops = create_ops_app()
     loop = build_loop(consumer_settings, client, clock=SystemClock(),
-                      registry=CollectorRegistry(), lock=lock)
+                      registry=ops[METRICS_KEY], lock=lock)
+    attach_health(ops, loop.health)
     stop_consumer = threading.Event()
     app = create_app(analytics_settings, client, lock=lock)
     tune_gc()  # the consumer thread's allocations dominate this process too
@@ -61,6 +64,8 @@ def run(environ: Mapping[str, str]) -> None:
                 # answer health checks while nothing reaches ClickHouse.
                 event_loop.call_soon_threadsafe(stop_serving.set)
 
+        ops_runner = await start_ops_site(ops, consumer_settings.http.host,
+                                          consumer_settings.http.port)
         consumer_thread = threading.Thread(target=consume, name="viz-consumer")
         consumer_thread.start()
         try:
@@ -71,6 +76,7 @@ def run(environ: Mapping[str, str]) -> None:
             # The API is down; the consumer drains what the broker still holds, then commits.
             stop_consumer.set()
             await asyncio.to_thread(consumer_thread.join)
+            await ops_runner.cleanup()
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve())
