@@ -139,19 +139,19 @@ def machine_cpu() -> tuple[float, float]:
 class CpuWatch:
     """CPU used during one load run: the server's, and everyone else's (the noise)."""
 
-    def __init__(self, pid: int, broker_pid: int | None) -> None:
+    def __init__(self, pid: int, broker_pids: tuple[int, ...]) -> None:
         self.pid = pid
-        self.broker_pid = broker_pid
+        self.broker_pids = broker_pids
         self.t0 = time.monotonic()
         self.server0 = tree_cpu_s(pid)
-        self.broker0 = tree_cpu_s(broker_pid) if broker_pid else 0.0
+        self.broker0 = sum(tree_cpu_s(b) for b in broker_pids)
         self.busy0, self.steal0 = machine_cpu()
 
     def stamp(self, result: dict[str, Any]) -> None:
         wall = time.monotonic() - self.t0
         server = tree_cpu_s(self.pid) - self.server0
         busy, steal = machine_cpu()
-        broker = (tree_cpu_s(self.broker_pid) - self.broker0) if self.broker_pid else 0.0
+        broker = sum(tree_cpu_s(b) for b in self.broker_pids) - self.broker0
         result["server_cpu_util"] = server / wall
         result["broker_cpu_cores"] = broker / wall
         # Everything else: other engineers' jobs, PostgreSQL, viz-config, this runner: the noise.
@@ -215,8 +215,26 @@ class Site:
 
 
 @dataclass
+class Broker:
+    storage: str
+    bootstrap: str
+    pids: tuple[int, ...]  # Tansu, and SeaweedFS for the s3 storages: the broker's CPU
+
+
+BROKER_STORAGES = ("memory", "s3", "s3-fsync")
+
+
+def broker_storages(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BROKER_STORAGES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"storages are {', '.join(BROKER_STORAGES)}")
+    return names
+
+
+@dataclass
 class Env:
-    """The shared pieces: broker, and for viz-collect PostgreSQL + viz-config + a site."""
+    """The shared pieces: the broker(s), and for viz-collect PostgreSQL + viz-config + a site."""
 
     root: Path
     args: argparse.Namespace
@@ -225,23 +243,29 @@ class Env:
     config_url: str = ""
     service_token: str = ""
     site: Site | None = None
-    broker_pid: int | None = None
+    brokers: dict[str, Broker] = field(default_factory=dict)
 
     def start(self, with_config: bool) -> None:
         from viz.common.settings import KafkaSettings
         from viz.embedded import EmbeddedKafka
         from viz.migrations.kafka import ensure_topics
 
-        kafka = EmbeddedKafka(self.root / "kafka")
-        kafka.start()
-        self.procs.append(kafka)
-        self.bootstrap = kafka.bootstrap
-        server = getattr(kafka, "_server", None)  # only to account for the broker's CPU
-        self.broker_pid = server.pid if server is not None else None
-        self.kafka_settings = KafkaSettings(bootstrap=kafka.bootstrap, topic_raw="viz.traffic.raw",
-                                            topic_dlq="viz.traffic.dlq", partitions=12)
-        ensure_topics(self.kafka_settings)
-        log(f"broker on {self.bootstrap}, topics ready")
+        for storage in self.args.broker_storage:
+            kafka = EmbeddedKafka(self.root / f"kafka-{storage}",
+                                  storage="memory" if storage == "memory" else "s3",
+                                  fsync=storage == "s3-fsync")
+            kafka.start()
+            self.procs.append(kafka)
+            pids = (kafka.broker_pid,
+                    kafka.seaweedfs.pid if kafka.seaweedfs is not None else None)
+            self.brokers[storage] = Broker(storage, kafka.bootstrap,
+                                           tuple(p for p in pids if p is not None))
+            settings = KafkaSettings(bootstrap=kafka.bootstrap, topic_raw="viz.traffic.raw",
+                                     topic_dlq="viz.traffic.dlq", partitions=12)
+            ensure_topics(settings)
+            log(f"broker ({storage}) on {kafka.bootstrap}, topics ready")
+        self.kafka_settings = settings
+        self.bootstrap = self.brokers[self.args.broker_storage[0]].bootstrap
         if not with_config:
             self.site = Site("bench", "bench", secrets.token_bytes(32))
             return
@@ -283,11 +307,11 @@ class Env:
                 log(f"stopping {proc}: {exc}")
         self.procs.clear()
 
-    def topic_messages(self) -> int:
+    def topic_messages(self, bootstrap: str) -> int:
         """Messages in the raw topic (sum of high watermarks): what the servers produced."""
         from confluent_kafka import Consumer, TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "viz-bench-watermarks",
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "viz-bench-watermarks",
                              "enable.auto.commit": False})
         try:
             total = 0
@@ -310,6 +334,8 @@ class Server:
     env: dict[str, str]
     port: int
     needs_token: Callable[[], tuple[str, str]] | None = None  # returns (bid, token)
+    kind: str = ""  # the target: the name without "@storage"
+    broker: Broker | None = None  # None: nginx, which produces nothing
 
 
 def token_for(site: Site, bid: str, now_s: float) -> str:
@@ -320,20 +346,32 @@ def token_for(site: Site, bid: str, now_s: float) -> str:
     return hmac.new(site.key, f"{bid}:{site.tid}:{window}".encode(), hashlib.sha256).hexdigest()
 
 
+def expand_targets(names: list[str], storages: list[str]) -> list[str]:
+    """With several broker storages every producing target runs once per broker: NAME@STORAGE,
+    interleaved (collect@memory, collect@s3, collect@memory, ... over the repetitions)."""
+    if len(storages) == 1:
+        return names
+    return [n if n == "nginx" else f"{n}@{s}" for n in names
+            for s in (storages if n != "nginx" else storages[:1])]
+
+
 def build_servers(env: Env, names: list[str]) -> list[Server]:
     from viz.embedded import free_port
 
     args = env.args
     assert env.site is not None
     servers = []
-    for name in names:
+    for full in names:
+        name, _, storage = full.partition("@")
+        broker = env.brokers[storage or args.broker_storage[0]]
+        bootstrap = broker.bootstrap
         port = free_port()
         if name == "nginx":
             argv = nginx_argv(env.root / "nginx", "127.0.0.1", port)
             servers.append(Server(name, argv, dict(os.environ), port))
         elif name == "aiohttp":
             argv = [sys.executable, str(HERE / "aiohttp_collect.py"), "--port", str(port),
-                    "--bootstrap", env.bootstrap, "--sid", env.site.sid, "--tid", env.site.tid,
+                    "--bootstrap", bootstrap, "--sid", env.site.sid, "--tid", env.site.tid,
                     "--key-hex", env.site.key.hex(), "--linger-ms", str(args.linger_ms),
                     "--compression", args.compression]
             if args.aiohttp_uvloop:
@@ -341,7 +379,7 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
             servers.append(Server(name, argv, dict(os.environ), port))
         elif name in ("floor", "floor-nowait", "floor-lean", "floor-lean-c"):
             argv = [sys.executable, str(HERE / "floor_collect.py"), "--port", str(port),
-                    "--bootstrap", env.bootstrap, "--key", env.site.sid,
+                    "--bootstrap", bootstrap, "--key", env.site.sid,
                     "--linger-ms", str(args.linger_ms), "--compression", args.compression]
             if name == "floor-nowait":
                 argv.append("--no-wait")
@@ -352,7 +390,7 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
                          "--origin", f"https://{SITE_DOMAIN}"]
             servers.append(Server(name, argv, dict(os.environ), port))
         elif name == "collect":
-            cenv = {**os.environ, "VIZ_KAFKA_BOOTSTRAP": env.bootstrap,
+            cenv = {**os.environ, "VIZ_KAFKA_BOOTSTRAP": bootstrap,
                     "VIZ_CONFIG_URL": env.config_url, "VIZ_SERVICE_TOKEN": env.service_token,
                     "VIZ_COLLECT_PORT": str(port), "VIZ_COLLECT_HOST": "127.0.0.1",
                     "VIZ_COLLECT_LINGER_MS": str(args.linger_ms),
@@ -365,6 +403,9 @@ def build_servers(env: Env, names: list[str]) -> list[Server]:
         else:
             raise SystemExit(f"unknown target {name!r} "
                              "(nginx, aiohttp, floor, floor-nowait, floor-lean, floor-lean-c, collect)")
+        servers[-1].name = full
+        servers[-1].kind = name
+        servers[-1].broker = None if name == "nginx" else broker
     return servers
 
 
@@ -425,10 +466,11 @@ def sustained(r: dict[str, Any]) -> bool:
 
 
 def measure(server: Server, proc: Proc, bodies: Path, fallback: dict[str, float],
-            args: argparse.Namespace, rep: int, broker_pid: int | None) -> dict[str, Any]:
+            args: argparse.Namespace, rep: int) -> dict[str, Any]:
     """Saturation, then the target rate, then (when the target was not sustained) a lower one."""
     out: dict[str, Any] = {"open_loop": {}}
-    watch = CpuWatch(proc.pid, broker_pid)
+    broker_pids = server.broker.pids if server.broker is not None else ()
+    watch = CpuWatch(proc.pid, broker_pids)
     sat = loadgen(server.port, bodies, rate=0, connections=args.sat_connections, args=args,
                   label=f"{server.name} saturation rep {rep}")
     watch.stamp(sat)
@@ -438,11 +480,11 @@ def measure(server: Server, proc: Proc, bodies: Path, fallback: dict[str, float]
         f"errors {sat['errors']['total']} non-2xx {sat['non_2xx']}  "
         f"cpu: server {sat['server_cpu_util']:.2f} client {sat['client_cpu_util']:.2f} "
         f"broker {sat['broker_cpu_cores']:.2f} others {sat['other_cpu_cores']:.2f}")
-    rates = [args.rate]
+    rates = [args.rate, *args.extra_rates]
     while rates:
         rate = rates.pop(0)
         time.sleep(1.0)
-        watch = CpuWatch(proc.pid, broker_pid)
+        watch = CpuWatch(proc.pid, broker_pids)
         r = loadgen(server.port, bodies, rate=rate, connections=args.rate_connections, args=args,
                     label=f"{server.name} {rate:.0f}/s rep {rep}")
         watch.stamp(r)
@@ -464,7 +506,7 @@ def measure(server: Server, proc: Proc, bodies: Path, fallback: dict[str, float]
                     fallback[server.name] = fb
                     log(f"  {server.name}: {args.rate:.0f}/s not sustained; also measuring "
                         f"{fb:.0f}/s in every repetition")
-            if server.name in fallback:
+            if server.name in fallback and fallback[server.name] not in args.extra_rates:
                 rates.append(fallback[server.name])
     return out
 
@@ -474,22 +516,23 @@ def run_server(env: Env, server: Server, rep: int, fallback: dict[str, float]) -
     assert env.site is not None
     proc = Proc(server.name, server.argv, log_path=env.root / f"{server.name}-{rep}.log",
                 env=server.env, cpu=args.server_cpu,
-                stop_signal=signal.SIGQUIT if server.name == "nginx" else signal.SIGTERM)
+                stop_signal=signal.SIGQUIT if server.kind == "nginx" else signal.SIGTERM)
     try:
         wait_http(f"http://127.0.0.1:{server.port}/healthz", proc)
-        if server.name == "collect":
+        if server.kind == "collect":
             bid, token = init_token(server.port, env.site.sid)
         else:
             bid = secrets.token_urlsafe(16)[:22]
             token = token_for(env.site, bid, time.time())
         bodies = env.root / f"bodies-{server.name}-{rep}.txt"
         write_bodies(bodies, env.site, bid, token, count=args.distinct_bodies,
-                     events=args.events, tag=f"{server.name}{rep}{secrets.token_hex(3)}")
-        before = env.topic_messages() if server.name != "nginx" else 0
-        result = measure(server, proc, bodies, fallback, args, rep, env.broker_pid)
-        if server.name != "nginx":
+                     events=args.events, tag=f"{server.name.replace('@', '-')}{rep}{secrets.token_hex(3)}")
+        broker = server.broker
+        before = env.topic_messages(broker.bootstrap) if broker is not None else 0
+        result = measure(server, proc, bodies, fallback, args, rep)
+        if broker is not None:
             time.sleep(1.0)
-            produced = env.topic_messages() - before
+            produced = env.topic_messages(broker.bootstrap) - before
             answered = sum(v for r in [result["saturation"], *result["open_loop"].values()]
                            for k, v in r["answered_all"].items() if k.startswith("2"))
             result["kafka_messages"] = produced
@@ -517,7 +560,8 @@ def cpu_us(r: dict[str, Any]) -> float | None:
 
 
 def summarise(results: dict[str, list[dict[str, Any]]], names: list[str],
-              rate: float, fallback: dict[str, float]) -> dict[str, Any]:
+              rate: float, fallback: dict[str, float],
+              extra_rates: list[float] | tuple[float, ...] = ()) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for name in names:
         reps = results[name]
@@ -534,7 +578,8 @@ def summarise(results: dict[str, list[dict[str, Any]]], names: list[str],
             "saturation_broker_cpu": med([r["broker_cpu_cores"] for r in sat]),
             "saturation_other_cpu": med([r["other_cpu_cores"] for r in sat]),
         }
-        for label, r_ in (("target", rate), ("fallback", fallback.get(name))):
+        for label, r_ in (("target", rate), ("fallback", fallback.get(name)),
+                          *((f"at {x:.0f}", x) for x in extra_rates)):
             if r_ is None:
                 continue
             runs = [r["open_loop"][str(int(r_))] for r in reps if str(int(r_)) in r["open_loop"]]
@@ -575,6 +620,27 @@ def summarise(results: dict[str, list[dict[str, Any]]], names: list[str],
                     cost.append(ca / cb)
             ratios[f"{a}/{b} CPU per request"] = {"median": med(cost),
                                                   "per_rep": [round(x, 3) for x in cost]}
+    # The same target on two brokers (--broker-storage a,b): what the storage costs.
+    for a in names:
+        kind, _, storage = a.partition("@")
+        b = f"{kind}@memory"
+        if not storage or storage == "memory" or b not in names:
+            continue
+        for rate_ in [rate, *extra_rates]:
+            key = str(int(rate_))
+            pairs = [(ra["open_loop"][key], rb["open_loop"][key])
+                     for ra, rb in zip(results[a], results[b], strict=False)
+                     if key in ra["open_loop"] and key in rb["open_loop"]]
+            for metric in ("p50", "p99"):
+                per = [x["latency_ms"][metric] / max(y["latency_ms"][metric], 1e-9)
+                       for x, y in pairs]
+                if per:
+                    ratios[f"{a}/{b} {metric} at {rate_:.0f}/s"] = {
+                        "median": med(per), "per_rep": [round(v, 3) for v in per]}
+        per = [ra["saturation"]["achieved_rps"] / max(rb["saturation"]["achieved_rps"], 1e-9)
+               for ra, rb in zip(results[a], results[b], strict=False)]
+        ratios[f"{a}/{b} saturation req/s"] = {"median": med(per),
+                                               "per_rep": [round(v, 3) for v in per]}
     summary["ratios"] = ratios
     return summary
 
@@ -595,7 +661,8 @@ def markdown(summary: dict[str, Any], names: list[str], meta: dict[str, Any]) ->
         f"(saturation: {meta['sat_connections']} connections; open loop: "
         f"{meta['rate_connections']} connections, {meta['duration']} s measured after "
         f"{meta['warmup']} s warm-up; {meta['events']} event(s) per request; producer "
-        f"linger {meta['linger_ms']} ms, {meta['compression']}). "
+        f"linger {meta['linger_ms']} ms, {meta['compression']}; broker storage "
+        f"{', '.join(meta.get('broker_storage', ['memory']))}). "
         f"Load average before/after: {meta['loadavg_before']} / {meta['loadavg_after']}"
         + (f"; other jobs' CPU just before each repetition (cores): "
            f"{', '.join(str(x) for x in meta['busy_before_reps'])}"
@@ -627,7 +694,7 @@ def markdown(summary: dict[str, Any], names: list[str], meta: dict[str, Any]) ->
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in names:
-        for key in ("target", "fallback"):
+        for key in ("target", "fallback", *(k for k in summary[name] if k.startswith("at "))):
             t = summary[name].get(key)
             if not t:
                 continue
@@ -728,6 +795,14 @@ def main() -> int:
     p.add_argument("--sat-connections", type=int, default=64)
     p.add_argument("--rate-connections", type=int, default=200)
     p.add_argument("--events", type=int, default=1, help="events per request")
+    p.add_argument("--broker-storage", type=broker_storages, default=["memory"],
+                   metavar="S[,S]",
+                   help="the embedded broker's storage: memory (Tansu in memory), s3 (Tansu on "
+                        "SeaweedFS, durable), s3-fsync (and fsynced); with several, every "
+                        "target but nginx runs against each, as NAME@STORAGE, interleaved")
+    p.add_argument("--extra-rates", type=lambda t: [float(x) for x in t.split(",") if x],
+                   default=[], metavar="R[,R]",
+                   help="more open-loop rates measured in every repetition after --rate")
     p.add_argument("--distinct-bodies", type=int, default=4096)
     p.add_argument("--linger-ms", type=float, default=2.0, help="producer linger.ms for both")
     p.add_argument("--compression", default="lz4")
@@ -752,7 +827,8 @@ def main() -> int:
     args = p.parse_args()
     # SIGTERM (e.g. `kill` of a --serve-for stack) stops everything it started, as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
-    names = [n.strip() for n in args.targets.split(",") if n.strip()]
+    names = expand_targets([n.strip() for n in args.targets.split(",") if n.strip()],
+                           args.broker_storage)
     if args.report_from:
         run = json.loads(args.report_from.read_text())
         if "fallback" not in run["meta"]:  # files written before it was recorded
@@ -787,7 +863,7 @@ def main() -> int:
     fallback: dict[str, float] = {}
     quiet: list[float] = []
     try:
-        env.start(with_config="collect" in names)
+        env.start(with_config=any(n.partition("@")[0] == "collect" for n in names))
         servers = build_servers(env, names)
         for rep in range(1, args.reps + 1):
             log(f"repetition {rep}/{args.reps}")
@@ -829,14 +905,16 @@ def run_meta(args: argparse.Namespace, loadavg_before: list[str],
         "sat_connections": args.sat_connections, "rate_connections": args.rate_connections,
         "events": args.events, "linger_ms": args.linger_ms, "compression": args.compression,
         "loadavg_before": " ".join(loadavg_before), "loadavg_after": " ".join(loadavg_after),
-        "fallback": fallback,
+        "fallback": fallback, "broker_storage": args.broker_storage,
+        "extra_rates": args.extra_rates,
     }
 
 
 def report(run: dict[str, Any], names: list[str], args: argparse.Namespace) -> None:
     """Summary (medians, ratios), the markdown table, and the files asked for."""
     meta, results = run["meta"], run["raw"]
-    summary = summarise(results, names, meta["rate"], meta.get("fallback", {}))
+    summary = summarise(results, names, meta["rate"], meta.get("fallback", {}),
+                        meta.get("extra_rates", []))
     md = markdown(summary, names, meta)
     print(md)
     print(json.dumps(summary, indent=2))
