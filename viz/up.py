@@ -45,6 +45,7 @@ class UpSettings:
     analytics_port: int
     consumer_port: int
     kafka_storage: str
+    kafka_fsync: bool
     start_timeout_s: float
 
     @classmethod
@@ -63,6 +64,7 @@ class UpSettings:
             consumer_port=env.int("VIZ_CONSUMER_PORT", 3006, min=1, max=65535),
             # Durable by default: a hard kill keeps every acknowledged event (docs/decisions.md).
             kafka_storage=env.str("VIZ_UP_KAFKA_STORAGE", "s3", choices=("s3", "memory")),
+            kafka_fsync=env.bool("VIZ_UP_KAFKA_FSYNC", False),
             start_timeout_s=env.float("VIZ_UP_START_TIMEOUT_S", 90.0, min=1.0),
         )
         env.done()
@@ -117,7 +119,8 @@ class Platform:
         self.pg = EmbeddedPostgres(data / "postgres", port=settings.pg_port, host=settings.host)
         self.redis = EmbeddedRedis(data / "redis", port=settings.redis_port, host=settings.host)
         self.kafka = EmbeddedKafka(data / "kafka", port=settings.kafka_port, host=settings.host,
-                                   storage="s3" if settings.kafka_storage == "s3" else "memory")
+                                   storage="s3" if settings.kafka_storage == "s3" else "memory",
+                                   fsync=settings.kafka_fsync)
         self.services: list[ServerProcess] = []
         self.supervisor = Supervisor(policy)
         self._env: dict[str, str] = {}
@@ -232,6 +235,7 @@ class Platform:
         self.kafka.start()
         self.supervisor.add("kafka", self._restart_kafka, self._kafka_running, now=now())
         durability = ("durable: SeaweedFS under " + str(s.data_dir / "kafka")
+                      + (", fsync on" if s.kafka_fsync else "")
                       if s.kafka_storage == "s3" else "in memory: drained before it stops")
         self._say(f"  kafka       {self.kafka.bootstrap} ({durability})")
 
