@@ -227,8 +227,6 @@ class ConsumerLoop:
             log.warning("kafka consumer error: %s", err)
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        if consumer is not self.consumer:
-            return
         log.info("assigned partitions %s of %s", sorted(tp.partition for tp in partitions),
                  self.topic)
         self.metrics.rebalances.labels("assigned").inc(len(partitions))
@@ -244,16 +242,12 @@ class ConsumerLoop:
         self._check_ranges()
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        if consumer is not self.consumer:
-            return
         log.info("partitions %s of %s revoked", sorted(tp.partition for tp in partitions),
                  self.topic)
         self.metrics.rebalances.labels("revoked").inc(len(partitions))
         self._forget([tp.partition for tp in partitions])
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        if consumer is not self.consumer:
-            return
         # The group went on without us (session timeout, broker stall): another member may own
         # these partitions already; our uncommitted batches are its to replay or re-read.
         log.warning("partitions %s of %s lost (the group session expired); rejoining",
@@ -376,8 +370,18 @@ class ConsumerLoop:
     # -- the loop --
 
     def subscribe(self) -> None:
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        generation = self._generation
+
+        # A replaced consumer, closed in the background, calls back too: ignored.
+        def current(callback: Callable[[Any, list[TopicPartition]], None]) -> Any:
+            def call(consumer: Any, partitions: list[TopicPartition]) -> None:
+                if generation == self._generation:
+                    callback(consumer, partitions)
+            return call
+
+        self.consumer.subscribe([self.topic], on_assign=current(self._on_assign),
+                                on_revoke=current(self._on_revoke),
+                                on_lost=current(self._on_lost))
 
     def run(self, stop: threading.Event, *, drain_timeout_s: float = 0.0) -> None:
         """Loop until ``stop``; then drain (see :meth:`drain`) and shut down."""
@@ -649,7 +653,7 @@ class ConsumerLoop:
         self._paused = False
         self._backoff_s = self.settings.retry_initial_s
         # Closing leaves the group, which can wait on a broker that does not answer: in the
-        # background, its callbacks ignored (they check which consumer they belong to).
+        # background, its callbacks ignored (they are bound to a generation of consumers).
         threading.Thread(target=_close_quietly, args=(old,), name="viz-consumer-close",
                          daemon=True).start()
         self.subscribe()
