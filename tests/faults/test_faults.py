@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from fault_traffic import Accounting, TrackerTraffic, count_events
 from viz_platform import Up
 
@@ -73,6 +74,21 @@ def restart_of(up: Up, name: str, signum: int, *, timeout_s: float = 120) -> Non
     up.wait_for_output(f"{name} restarted", timeout_s=timeout_s, since=mark)
 
 
+def wait_consuming(up: Up, *, timeout_s: float) -> None:
+    """Until the consumer says it consumes (its /status, not /readyz, which tolerates a while)."""
+    deadline = time.monotonic() + timeout_s
+    state: dict[str, object] = {}
+    while True:
+        try:
+            state = requests.get(f"{up.url('consumer')}/status", timeout=2).json()
+            if state["consuming"]:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, f"not consuming after {timeout_s:.0f} s: {state}"
+        time.sleep(0.2)
+
+
 def finish_and_count(up: Up, traffic: TrackerTraffic) -> Accounting:
     traffic.finish(timeout_s=120)
     assert traffic.unacknowledged == 0, traffic.ledger.statuses
@@ -113,6 +129,9 @@ def test_stalls_kills_and_restarts_of_each_part_lose_nothing_and_count_once(up: 
     back = time.monotonic()
     traffic.wait_for_acks(timeout_s=30)
     recovered_s = time.monotonic() - back
+    # The consumer lost its group in the stall: it rejoins by itself and says so.
+    time.sleep(1.0)  # librdkafka notices the expired session on its own clock
+    wait_consuming(up, timeout_s=90)
     time.sleep(p.phase_s)
 
     traffic.set_phase("retry-after-consumer-restart")

@@ -44,6 +44,10 @@ broker cannot be asked. Blocks for at most a few seconds."""
 STATS_INTERVAL_MS = 2000
 _MAX_RECREATE_BACKOFF_S = 300.0
 _DRAIN_IDLE_S = 5.0  # the drain ends after this long without a message while data is unread
+# A group (re)joining takes seconds, more after a member died (Tansu waits out its session):
+# a stop right after a start or a stall waits this long for partitions before giving up.
+_DRAIN_JOIN_GRACE_S = 30.0
+_BLOCKED_AFTER_S = 10.0  # one step taking longer than this reports "not consuming"
 
 
 class Metrics:
@@ -160,6 +164,7 @@ class ConsumerLoop:
         self._not_consuming_reason = "no partitions assigned"
         self._recreate_after_s = settings.stall_timeout_s
         self._watched_at = 0.0
+        self._stepped_at = now  # the end of the last step (health sees a blocked loop)
         registry_gauges(self, registry)
 
     # -- the Kafka consumer and its callbacks (all run inside consume(), on this thread) --
@@ -395,20 +400,36 @@ class ConsumerLoop:
         """Keep consuming, for up to ``timeout_s``, until every assigned partition is caught up
         (``viz up`` drains its in-memory broker this way); True when it is.
 
-        Ends early, with a warning, when the Kafka side is not delivering (no partitions, group
-        not steady) or nothing was consumed for a few seconds while data is unread: waiting out
-        the timeout would not get that data into ClickHouse either."""
+        Ends early, with a warning, when the Kafka side is not delivering (no partitions or
+        group not steady after ``_DRAIN_JOIN_GRACE_S``, a fatal error) or nothing was consumed
+        for a few seconds while data is unread: waiting out the timeout would not get that data
+        into ClickHouse either."""
         now = self.clock.monotonic()
-        deadline = now + timeout_s
+        started, deadline = now, now + timeout_s
         self._last_progress = max(self._last_progress, now)
+        # What the topic held when the stop began: reaching it is enough when producers go on
+        # (a consumer restarted alone); what came later waits for the next consumer.
+        ends = self._ends() if timeout_s > 0 else None
+        past_ends = 0
         while self.clock.monotonic() < deadline:
+            consumed = self.step()
+            if consumed and ends is not None and self._reached(ends):
+                # Tansu reports an end one record batch short; the rest of that batch came
+                # with the same fetch and is in the local queue: two more polls take it.
+                past_ends += 1
+                if past_ends > 2:
+                    return True
             # An empty poll as well: some brokers (the embedded Tansu) report a high watermark
             # one batch short, so "position >= high" alone could stop before the last batch.
-            if self.step() == 0:
+            if consumed == 0:
                 if self.caught_up():
                     return True
                 now = self.clock.monotonic()
                 reason = self._kafka_trouble()
+                if reason is not None and self._fatal is None \
+                        and now - started < _DRAIN_JOIN_GRACE_S and self._broker_answers():
+                    self._last_progress = now  # the idle clock starts once partitions come
+                    continue
                 if reason is None and now - self._last_progress >= _DRAIN_IDLE_S:
                     reason = f"nothing consumed for {now - self._last_progress:.0f} s"
                 if reason is not None and not self._unchecked and not self._paused:
@@ -419,9 +440,49 @@ class ConsumerLoop:
             log.warning("drain not finished after %.0f s", timeout_s)
         return False
 
+    def _ends(self) -> dict[int, int] | None:
+        """Every partition's high watermark now; None when the broker does not answer."""
+        try:
+            topic = self.consumer.list_topics(self.topic, timeout=1.0).topics.get(self.topic)
+            if topic is None or topic.error is not None:
+                return None
+            ends = {}
+            for p in topic.partitions:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=1, cached=False)
+                ends[p] = high
+        except KafkaException:
+            return None
+        return ends
+
+    def _reached(self, ends: dict[int, int]) -> bool:
+        """Whether every assigned partition was consumed up to ``ends`` (its committed offset
+        stands in for a position not known yet)."""
+        if not self._assigned or self._unchecked or self._paused:
+            return False
+        tps = [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
+        try:
+            at = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
+            unknown = [TopicPartition(self.topic, p) for p, offset in at.items() if offset < 0]
+            if unknown:
+                at.update({tp.partition: tp.offset
+                           for tp in self.consumer.committed(unknown, timeout=2)})
+        except KafkaException:
+            return False
+        return all(offset >= ends.get(p, 0) or ends.get(p, 0) <= 0 for p, offset in at.items())
+
+    def _broker_answers(self) -> bool:
+        """Whether the broker answers a metadata request within a second (a group can join)."""
+        try:
+            self.consumer.list_topics(self.topic, timeout=1.0)
+        except KafkaException:
+            return False
+        return True
+
     def caught_up(self) -> bool:
-        """True when nothing is left to consume on any assigned partition."""
-        if self._unchecked or self._paused:
+        """True when nothing is left to consume on any assigned partition (never while no
+        partition is assigned: a group still joining has not said what is left)."""
+        if self._unchecked or self._paused or not self._assigned:
             return False
         for p in self._assigned:
             tp = TopicPartition(self.topic, p)
@@ -438,6 +499,12 @@ class ConsumerLoop:
         """One poll and whatever flushes are due; returns how many messages the poll brought.
 
         Never raises for data, Kafka or ClickHouse trouble."""
+        try:
+            return self._step()
+        finally:
+            self._stepped_at = self.clock.monotonic()
+
+    def _step(self) -> int:
         try:
             messages = self.consumer.consume(self.settings.batch_max_events, self.poll_timeout_s)
         except KafkaException as exc:
@@ -662,17 +729,28 @@ class ConsumerLoop:
         self._last_progress = now
         self._recreate_after_s = min(self._recreate_after_s * 2, _MAX_RECREATE_BACKOFF_S)
 
+    def _blocked_s(self, now: float) -> float:
+        """How long the loop has been inside one step, when that is longer than a step can
+        normally take (a synchronous commit waits as long as a stalled broker does)."""
+        blocked = now - self._stepped_at
+        return blocked if blocked > _BLOCKED_AFTER_S else 0.0
+
     def health(self) -> dict[str, Any]:
         """A snapshot for /readyz and /metrics (called from another thread)."""
         now = self.clock.monotonic()
         since = self._not_consuming_since
+        reason = self._not_consuming_reason
+        blocked = self._blocked_s(now)
+        if blocked and since is None:
+            since = self._stepped_at
+            reason = "the loop is blocked in a Kafka or ClickHouse call"
         consuming = since is None
         ready = self._ever_consumed and (
             consuming or (since is not None and now - since < self.settings.unready_after_s))
         return {
             "consuming": consuming,
             "ready": ready,
-            "reason": None if consuming else self._not_consuming_reason,
+            "reason": None if consuming else reason,
             "not_consuming_s": 0.0 if since is None else round(now - since, 1),
             "assigned": sorted(self._assigned),
             "since_progress_s": round(now - self._last_progress, 1),
@@ -711,7 +789,7 @@ def registry_gauges(loop: ConsumerLoop, registry: CollectorRegistry) -> None:
         return now - (value if value is not None else loop._started_at)
 
     Gauge("viz_consumer_consuming", "1 while partitions are assigned and consumed",
-          registry=registry).set_function(lambda: 0.0 if loop._not_consuming_since else 1.0)
+          registry=registry).set_function(lambda: 1.0 if loop.health()["consuming"] else 0.0)
     Gauge("viz_consumer_assigned_partitions", "Partitions assigned to this consumer",
           registry=registry).set_function(lambda: float(len(loop._assigned)))
     Gauge("viz_consumer_seconds_since_progress",
