@@ -139,6 +139,9 @@ class ConsumerLoop:
         self.consumer = consumer if consumer is not None or consumer_factory is None \
             else self._new_consumer()
         self._batches: dict[int, Batch] = {}
+        # Replayed ranges complete before the fetch that completed them ended: written as
+        # recorded (same token) before anything newer of their partition.
+        self._sealed: list[Batch] = []
         self._seen: dict[int, SeenIds] = {}
         self._replay: dict[int, RecordedRange] = {}
         self._assigned: set[int] = set()
@@ -261,6 +264,11 @@ class ConsumerLoop:
         self._forget([tp.partition for tp in partitions])
 
     def _forget(self, partitions: list[int]) -> None:
+        gone = set(partitions)
+        for sealed in [b for b in self._sealed if b.partition in gone]:
+            log.info("partition %d: abandoning replayed offsets %d-%d", sealed.partition,
+                     sealed.first_offset, sealed.last_offset)
+        self._sealed = [b for b in self._sealed if b.partition not in gone]
         for p in partitions:
             batch = self._batches.pop(p, None)
             if batch is not None and not batch.empty:
@@ -520,6 +528,10 @@ class ConsumerLoop:
             return len(messages)
         if self._unchecked and now >= self._check_at and not self._check_ranges():
             return len(messages)
+        while self._sealed:
+            if not self._flush(self._sealed[0]):
+                return len(messages)
+            self._sealed.pop(0)
         for batch in list(self._batches.values()):
             if self._paused or batch.ready(now, self.settings.batch_max_events,
                                            self.settings.flush_interval_s):
@@ -540,6 +552,12 @@ class ConsumerLoop:
                 continue
             p, offset = msg.partition() or 0, msg.offset() or 0
             batch = batches.get(p)
+            if batch is not None and batch.replay_until is not None \
+                    and offset > batch.replay_until:
+                # The replayed range is complete; grown by the rest of this fetch it would get
+                # another token and be inserted a second time.
+                self._sealed.append(batch)
+                batch = None
             if batch is None:
                 batch = batches[p] = self._new_batch(p)
             batch.add_offset(offset)
@@ -763,13 +781,17 @@ class ConsumerLoop:
     def shutdown(self, attempts: int = 3) -> None:
         """Flush what can be flushed, commit it, leave the group."""
         for _ in range(attempts):
+            while self._sealed and self._flush(self._sealed[0]):
+                self._sealed.pop(0)
+            if self._sealed:
+                continue
             pending = [b for b in self._batches.values() if not b.empty]
             if not pending:
                 break
             for batch in pending:
                 if not self._flush(batch):
                     break
-        left = sum(len(b.rows) for b in self._batches.values())
+        left = sum(len(b.rows) for b in [*self._sealed, *self._batches.values()])
         if left:
             log.warning("stopping with %d uncommitted events; they will be consumed again", left)
         self.consumer.close()
