@@ -98,7 +98,8 @@ def create_app(args: argparse.Namespace) -> web.Application:
     async def producer_ctx(app: web.Application):  # type: ignore[no-untyped-def]
         config = {
             "bootstrap.servers": args.bootstrap,
-            "enable.idempotence": True,
+            "enable.idempotence": False,  # as collect (at least once)
+            "max.in.flight.requests.per.connection": 5,
             "acks": "all",
             "compression.type": args.compression,
             "linger.ms": args.linger_ms,

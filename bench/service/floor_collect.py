@@ -187,8 +187,9 @@ class FloorProtocol(asyncio.Protocol):
 
 
 async def serve(args: argparse.Namespace) -> None:
-    kafka = Kafka({"bootstrap.servers": args.bootstrap, "enable.idempotence": True,
-                   "acks": "all", "compression.type": args.compression,
+    kafka = Kafka({"bootstrap.servers": args.bootstrap,
+                   "enable.idempotence": False,  # as collect (at least once)
+                   "max.in.flight.requests.per.connection": 5, "acks": "all", "compression.type": args.compression,
                    "linger.ms": args.linger_ms, "partitioner": "murmur2_random"},
                   args.topic, args.key.encode())
     loop = asyncio.get_running_loop()

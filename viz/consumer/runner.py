@@ -861,8 +861,11 @@ def build_loop(settings: ConsumerSettings, client: Any, *, clock: Clock,
 
     writer = ClickHouseWriter(client, settings.clickhouse.database, lock=lock)
     writer.ensure_state_table()
+    # At least once, as collect produces (docs/decisions.md): an idempotent producer can take a
+    # broker's "duplicate" answer after a stall for a dead letter it never stored.
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap,
-                         "enable.idempotence": True, "acks": "all"})
+                         "enable.idempotence": False, "acks": "all",
+                         "max.in.flight.requests.per.connection": 5})
     config = kafka_consumer_config(settings)
     return ConsumerLoop(settings, None, writer,
                         DeadLetters(producer, settings.kafka.topic_dlq), clock=clock,
