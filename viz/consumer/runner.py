@@ -419,8 +419,15 @@ class ConsumerLoop:
         # (a consumer restarted alone); what came later waits for the next consumer.
         ends = self._ends() if timeout_s > 0 else None
         past_ends = 0
+        # Idle is empty polls in a row, measured from the first: a step that spent seconds
+        # writing batches into a busy ClickHouse is not a broker with nothing to give.
+        idle_since: float | None = None
         while self.clock.monotonic() < deadline:
             consumed = self.step()
+            if consumed:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = self.clock.monotonic()
             if consumed and ends is not None and self._reached(ends):
                 # Tansu reports an end one record batch short; the rest of that batch came
                 # with the same fetch and is in the local queue: two more polls take it.
@@ -436,10 +443,11 @@ class ConsumerLoop:
                 reason = self._kafka_trouble()
                 if reason is not None and self._fatal is None \
                         and now - started < _DRAIN_JOIN_GRACE_S and self._broker_answers():
-                    self._last_progress = now  # the idle clock starts once partitions come
+                    idle_since = now  # the idle clock starts once partitions come
                     continue
-                if reason is None and now - self._last_progress >= _DRAIN_IDLE_S:
-                    reason = f"nothing consumed for {now - self._last_progress:.0f} s"
+                if reason is None and idle_since is not None \
+                        and now - idle_since >= _DRAIN_IDLE_S:
+                    reason = f"nothing consumed for {now - idle_since:.0f} s"
                 if reason is not None and not self._unchecked and not self._paused:
                     log.warning("drain stopped early: %s; what is left is consumed after the "
                                 "next start", reason)
