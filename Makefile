@@ -29,7 +29,7 @@ bench-service: setup
 	.venv/bin/python bench/service/run.py --results-md bench/RESULTS.md
 
 # The fault suite at the outside review's rates and durations (400 ev/s, 30 s broker stall,
-# 60 s PostgreSQL outage; ~15 min). The short profile runs in `make test`. Accounting by event id
+# 60 s PostgreSQL outage; ~9 min). The short profile runs in `make test`. Accounting by event id
 # goes to bench/results/faults-long/*.json; copy the summary lines into bench/RESULTS.md.
 faults: setup
 	VIZ_FAULT_PROFILE=long VIZ_FAULT_RESULTS=bench/results/faults-long \
