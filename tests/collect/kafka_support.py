@@ -68,7 +68,9 @@ class Consumed:
     partition: int
 
 
-def _consume(kafka: KafkaSettings, expected: int, timeout_s: float) -> list[Consumed]:
+def _reader(kafka: KafkaSettings) -> Consumer:
+    """A consumer of every partition of the raw topic from the beginning (explicit assignment:
+    no group rebalance to wait for)."""
     consumer = Consumer({
         "bootstrap.servers": kafka.bootstrap,
         "group.id": "collect-tests-" + uuid.uuid4().hex[:8],
@@ -76,10 +78,14 @@ def _consume(kafka: KafkaSettings, expected: int, timeout_s: float) -> list[Cons
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
     })
+    consumer.assign([TopicPartition(kafka.topic_raw, p, OFFSET_BEGINNING)
+                     for p in range(kafka.partitions)])
+    return consumer
+
+
+def _consume(kafka: KafkaSettings, expected: int, timeout_s: float) -> list[Consumed]:
+    consumer = _reader(kafka)
     try:
-        # Explicit assignment: no group rebalance to wait for.
-        consumer.assign([TopicPartition(kafka.topic_raw, p, OFFSET_BEGINNING)
-                         for p in range(kafka.partitions)])
         out: list[Consumed] = []
         deadline = time.monotonic() + timeout_s
         while len(out) < expected and time.monotonic() < deadline:
@@ -99,16 +105,8 @@ async def consume(kafka: KafkaSettings, expected: int, timeout_s: float = 20.0) 
 
 
 def _read_ids(kafka: KafkaSettings, wanted: set[str], timeout_s: float) -> set[str]:
-    consumer = Consumer({
-        "bootstrap.servers": kafka.bootstrap,
-        "group.id": "collect-tests-" + uuid.uuid4().hex[:8],
-        "session.timeout.ms": CONSUMER_SESSION_TIMEOUT_MS,
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    })
+    consumer = _reader(kafka)
     try:
-        consumer.assign([TopicPartition(kafka.topic_raw, p, OFFSET_BEGINNING)
-                         for p in range(kafka.partitions)])
         seen: set[str] = set()
         deadline = time.monotonic() + timeout_s
         while not wanted <= seen and time.monotonic() < deadline:

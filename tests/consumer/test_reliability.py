@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from test_pipeline import count, golden_events, produce, settle
+from test_pipeline import count, drain, golden_events, produce, settle
 
 from viz.common.clock import SystemClock
 from viz.common.settings import ClickHouseSettings, HttpSettings, KafkaSettings
@@ -95,17 +95,6 @@ def stored(client: Any, db: str) -> int:
         return count(client, db)
 
 
-def run_until(loop: ConsumerLoop, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    loop.subscribe()
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not done():
-            assert time.monotonic() < deadline, "condition not reached in time"
-            loop.step()
-    finally:
-        loop.shutdown()
-
-
 def with_new_ids(events: list[bytes], prefix: str) -> list[bytes]:
     """The same events (same sites, so the same partitions and offsets) with other event ids."""
     out = []
@@ -137,7 +126,7 @@ def test_a_new_broker_at_the_same_offsets_is_neither_held_back_nor_deduplicated(
     one_batch = {"batch_max_events": 1000, "flush_interval_s": 2.0}
     settings = consumer_settings(first.bootstrap, clickhouse_dsn, db, **one_batch)
     produce(first.bootstrap, "raw", events)
-    run_until(new_loop(settings, clickhouse_client), lambda: count(clickhouse_client, db) >= 120)
+    drain(new_loop(settings, clickhouse_client), lambda: count(clickhouse_client, db) >= 120)
     first.stop()
 
     second = brokers()
@@ -146,7 +135,7 @@ def test_a_new_broker_at_the_same_offsets_is_neither_held_back_nor_deduplicated(
     produce(second.bootstrap, "raw", again)
     caplog.set_level(logging.WARNING, logger="viz.consumer.runner")
     loop = new_loop(settings, clickhouse_client)
-    run_until(loop, lambda: loop.metrics.events._value.get() >= 120)
+    drain(loop, lambda: loop.metrics.events._value.get() >= 120)
     settle(loop, settings)
     assert count(clickhouse_client, db) == 240
     ignored = [r for r in caplog.records if "belongs to another incarnation" in r.getMessage()]
@@ -176,7 +165,7 @@ def test_a_range_in_flight_in_the_same_incarnation_is_still_replayed_with_its_to
     # traffic: the replayed range ends inside a fetch and must not grow past its recorded end
     # (it did: another token, the whole range inserted twice, seen after a broker stall).
     survivor = new_loop(replace(settings, batch_max_events=1000), clickhouse_client)
-    run_until(survivor, lambda: count(clickhouse_client, db) >= 200)
+    drain(survivor, lambda: count(clickhouse_client, db) >= 200)
     settle(survivor, settings)
     assert count(clickhouse_client, db) == 200
 
@@ -193,12 +182,12 @@ def test_a_retry_after_a_consumer_restart_counts_once(
     settings = consumer_settings(broker.bootstrap, clickhouse_dsn, db, dedup_horizon_s=horizon_s)
     events = golden_events()[:60]
     produce(broker.bootstrap, "raw", events[:40])
-    run_until(new_loop(settings, clickhouse_client), lambda: count(clickhouse_client, db) >= 40)
+    drain(new_loop(settings, clickhouse_client), lambda: count(clickhouse_client, db) >= 40)
 
     # A new consumer process: nothing of the first one's memory is left.
     produce(broker.bootstrap, "raw", events[:20] + events[40:])  # 20 retries, 20 new events
     loop = new_loop(settings, clickhouse_client)
-    run_until(loop, lambda: loop.metrics.events._value.get()
+    drain(loop, lambda: loop.metrics.events._value.get()
               + loop.metrics.duplicates._value.get() >= 40)
     settle(loop, settings)
     if horizon_s:
