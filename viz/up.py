@@ -200,10 +200,6 @@ class Platform:
         # From here on a restart does not wait for health: the supervisor keeps watching.
         self.supervisor.add(proc.name, proc.start, proc.running, now=time.monotonic())
 
-    def _kafka_running(self) -> bool:
-        seaweedfs = self.kafka.seaweedfs
-        return self.kafka.running() and (seaweedfs is None or seaweedfs.running())
-
     def _restart_kafka(self) -> None:
         from viz.migrations.kafka import ensure_topics
 
@@ -233,7 +229,7 @@ class Platform:
         self.supervisor.add("redis", self.redis.start, self.redis.running, now=now())
         self._say(f"  redis       {self.redis.url}")
         self.kafka.start()
-        self.supervisor.add("kafka", self._restart_kafka, self._kafka_running, now=now())
+        self.supervisor.add("kafka", self._restart_kafka, self.kafka.running, now=now())
         durability = ("durable: SeaweedFS under " + str(s.data_dir / "kafka")
                       + (", fsync on" if s.kafka_fsync else "")
                       if s.kafka_storage == "s3" else "in memory: drained before it stops")
@@ -294,10 +290,7 @@ class Platform:
 
     def pids(self) -> dict[str, int]:
         """Every engine and service process running now, by name."""
-        seaweedfs = self.kafka.seaweedfs
-        found = {"postgres": self.pg.pid, "redis": self.redis.pid,
-                 "kafka": self.kafka.broker_pid,
-                 "seaweedfs": seaweedfs.pid if seaweedfs is not None else None,
+        found = {"postgres": self.pg.pid, "redis": self.redis.pid, **self.kafka.pids(),
                  **{proc.name: proc.pid for proc in self.services}}
         return {name: pid for name, pid in found.items() if pid is not None}
 

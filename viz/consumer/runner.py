@@ -476,16 +476,22 @@ class ConsumerLoop:
         stands in for a position not known yet)."""
         if not self._assigned or self._unchecked or self._paused:
             return False
-        tps = [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
         try:
-            at = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
-            unknown = [TopicPartition(self.topic, p) for p, offset in at.items() if offset < 0]
-            if unknown:
-                at.update({tp.partition: tp.offset
-                           for tp in self.consumer.committed(unknown, timeout=2)})
+            at = self._positions()
         except KafkaException:
             return False
         return all(offset >= ends.get(p, 0) or ends.get(p, 0) <= 0 for p, offset in at.items())
+
+    def _positions(self) -> dict[int, int]:
+        """Each assigned partition's position, its committed offset where no message was
+        consumed yet (raises KafkaException when the broker does not answer)."""
+        tps = [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
+        at = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
+        unknown = [TopicPartition(self.topic, p) for p, offset in at.items() if offset < 0]
+        if unknown:
+            at.update({tp.partition: tp.offset
+                       for tp in self.consumer.committed(unknown, timeout=2)})
+        return at
 
     def _broker_answers(self) -> bool:
         """Whether the broker answers a metadata request within a second (a group can join)."""
@@ -689,15 +695,9 @@ class ConsumerLoop:
     def _unread(self) -> int | None:
         """Messages on the broker past this loop's position, summed over the assigned
         partitions; None when the broker does not answer (blocks up to a second per partition)."""
-        tps = [TopicPartition(self.topic, p) for p in sorted(self._assigned)]
         try:
-            positions = {tp.partition: tp.offset for tp in self.consumer.position(tps)}
-            unknown = [TopicPartition(self.topic, p) for p, at in positions.items() if at < 0]
-            if unknown:
-                for tp in self.consumer.committed(unknown, timeout=2):
-                    positions[tp.partition] = tp.offset
             unread = 0
-            for p, at in positions.items():
+            for p, at in self._positions().items():
                 low, high = self.consumer.get_watermark_offsets(
                     TopicPartition(self.topic, p), timeout=1, cached=False)
                 unread += max(high - max(at, low), 0)

@@ -105,4 +105,12 @@ class EmbeddedKafka:
             self.seaweedfs.kill()
 
     def running(self) -> bool:
-        return self._server is not None and self._server.running()
+        """The broker runs, and so does its storage when it has one."""
+        broker = self._server is not None and self._server.running()
+        return broker and (self.seaweedfs is None or self.seaweedfs.running())
+
+    def pids(self) -> dict[str, int]:
+        """The processes this broker runs now, by name (``kafka``, ``seaweedfs``)."""
+        found = {"kafka": self.broker_pid,
+                 "seaweedfs": self.seaweedfs.pid if self.seaweedfs is not None else None}
+        return {name: pid for name, pid in found.items() if pid is not None}

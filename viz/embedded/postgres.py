@@ -83,7 +83,9 @@ class EmbeddedPostgres:
 
     def _wait_for_previous_server(self, timeout_s: float) -> None:
         """A server killed a moment ago (a hard kill of ``viz up``) may still be exiting; its
-        ``postmaster.pid`` makes a new one refuse to start until that process is gone."""
+        ``postmaster.pid`` makes a new one refuse to start until that process is gone.
+        Not ``process.wait_for_previous``: that one takes a zombie for gone, while postgres's
+        own check (``kill(pid, 0)``) still refuses to start until the zombie is reaped."""
         try:
             pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
         except (OSError, ValueError):
