@@ -179,6 +179,17 @@ def crash_at(point: str, after_flushes: int = 1) -> Callable[[str], None]:
     return fault
 
 
+def run_until_crash(loop: ConsumerLoop) -> None:
+    """Step ``loop`` until its fault hook crashes it, then drop it as a dead process would (no
+    flush, no commit; leaving the group only makes the test faster)."""
+    loop.subscribe()
+    with pytest.raises(Crash):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            loop.step()
+    loop.consumer.close()
+
+
 @pytest.mark.parametrize("point", ["before_record", "before_insert", "before_commit"])
 def test_a_crash_at_any_point_of_the_cycle_neither_loses_nor_doubles(
         point: str, settings: ConsumerSettings, clickhouse_client: Any) -> None:
@@ -186,13 +197,7 @@ def test_a_crash_at_any_point_of_the_cycle_neither_loses_nor_doubles(
     produce(settings.kafka.bootstrap, settings.kafka.topic_raw, events)
     db = settings.clickhouse.database
     crashing = new_loop(settings, clickhouse_client, fault=crash_at(point))
-    crashing.subscribe()
-    with pytest.raises(Crash):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            crashing.step()
-    # The process is gone: no flush, no commit. Leaving the group only makes the test faster.
-    crashing.consumer.close()
+    run_until_crash(crashing)
 
     survivor = new_loop(settings, clickhouse_client)
     drain(survivor, lambda: count(clickhouse_client, db) >= len(events))
@@ -225,12 +230,7 @@ def test_negative_control_without_dedup_the_oracle_sees_double_counts(
     events = golden_events()
     produce(settings.kafka.bootstrap, settings.kafka.topic_raw, events)
     crashing = new_loop(settings, clickhouse_client, fault=crash_at("before_commit"))
-    crashing.subscribe()
-    with pytest.raises(Crash):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            crashing.step()
-    crashing.consumer.close()
+    run_until_crash(crashing)
     survivor = new_loop(settings, clickhouse_client)
     drain(survivor, lambda: count(clickhouse_client, db) > len(events))
     assert count(clickhouse_client, db) > len(events)

@@ -74,18 +74,20 @@ def restart_of(up: Up, name: str, signum: int, *, timeout_s: float = 120) -> Non
     up.wait_for_output(f"{name} restarted", timeout_s=timeout_s, since=mark)
 
 
-def wait_consuming(up: Up, *, timeout_s: float) -> None:
-    """Until the consumer says it consumes (its /status, not /readyz, which tolerates a while)."""
+def wait_consuming(up: Up, consuming: bool, *, timeout_s: float) -> None:
+    """Until the consumer says it consumes, or that it does not (its /status: /readyz
+    tolerates not consuming for a while)."""
     deadline = time.monotonic() + timeout_s
     state: dict[str, object] = {}
     while True:
         try:
             state = requests.get(f"{up.url('consumer')}/status", timeout=2).json()
-            if state["consuming"]:
+            if state["consuming"] is consuming:
                 return
         except requests.RequestException:
             pass
-        assert time.monotonic() < deadline, f"not consuming after {timeout_s:.0f} s: {state}"
+        assert time.monotonic() < deadline, f"consuming is not {consuming} after " \
+            f"{timeout_s:.0f} s: {state}"
         time.sleep(0.2)
 
 
@@ -130,8 +132,8 @@ def test_stalls_kills_and_restarts_of_each_part_lose_nothing_and_count_once(up: 
     traffic.wait_for_acks(timeout_s=30)
     recovered_s = time.monotonic() - back
     # The consumer lost its group in the stall: it rejoins by itself and says so.
-    time.sleep(1.0)  # librdkafka notices the expired session on its own clock
-    wait_consuming(up, timeout_s=90)
+    wait_consuming(up, False, timeout_s=30)  # it noticed: the session expired in the stall
+    wait_consuming(up, True, timeout_s=90)
     time.sleep(p.phase_s)
 
     traffic.set_phase("retry-after-consumer-restart")
