@@ -17,9 +17,13 @@ from viz.embedded import free_port
 class Up:
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
-        self.ports = {name: free_port() for name in (
-            "VIZ_UP_PG_PORT", "VIZ_UP_REDIS_PORT", "VIZ_UP_KAFKA_PORT", "VIZ_CONFIG_PORT",
-            "VIZ_COLLECT_PORT", "VIZ_ANALYTICS_PORT", "VIZ_CMP_PORT", "VIZ_CONSUMER_PORT")}
+        names = ("VIZ_UP_PG_PORT", "VIZ_UP_REDIS_PORT", "VIZ_UP_KAFKA_PORT", "VIZ_CONFIG_PORT",
+                 "VIZ_COLLECT_PORT", "VIZ_ANALYTICS_PORT", "VIZ_CMP_PORT", "VIZ_CONSUMER_PORT")
+        # The OS may hand out a just-closed port again: each name gets a port of its own.
+        chosen: set[int] = set()
+        while len(chosen) < len(names):
+            chosen.add(free_port())
+        self.ports = dict(zip(names, sorted(chosen), strict=True))
         self.env = env or {}
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
